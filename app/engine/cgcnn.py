@@ -1,0 +1,142 @@
+"""Crystal graph convolutional neural network (Xie & Grossman, PRL 120, 145301, 2018).
+
+The gated convolution updates each atom from its neighbours::
+
+    v_i <- g(v_i + BN(sum_j sigmoid(z_ij W_f + b_f) * g(z_ij W_s + b_s))),   z_ij = v_i | v_j | u_ij
+
+where ``u_ij`` is the Gaussian expansion of the distance and ``g`` is softplus. The product
+``z_ij W`` is split into ``v_i W_self + v_j W_nbr + u_ij W_edge`` so the two atom terms are
+computed once per atom rather than once per edge (the same function, ~3x less work on CPU).
+Atom vectors are mean-pooled per crystal and an MLP head predicts one or more targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from app.engine.elements import FEATURE_LENGTH, element_feature_table
+from app.engine.graph import DEFAULT_CUTOFF, GraphBatch
+
+
+@dataclass
+class CGCNNConfig:
+    """Architecture arguments; stored in the model manifest.
+
+    Attributes
+    ----------
+    targets : list of str
+        Names of the predicted quantities, in output order.
+    atom_dim : int
+        Width of the atom vectors.
+    hidden_dim : int
+        Width of the MLP head.
+    n_conv : int
+        Number of gated convolutions.
+    n_hidden : int
+        Number of hidden layers in the head.
+    cutoff, gaussian_step : float
+        Range and spacing (Å) of the Gaussian distance expansion.
+    """
+
+    targets: list[str] = field(default_factory=lambda: ["formation_energy_per_atom"])
+    atom_dim: int = 64
+    hidden_dim: int = 128
+    n_conv: int = 3
+    n_hidden: int = 1
+    cutoff: float = DEFAULT_CUTOFF
+    gaussian_step: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GatedConvolution(nn.Module):
+    """One CGCNN gated graph convolution."""
+
+    def __init__(self, atom_dim: int, edge_dim: int):
+        super().__init__()
+        self.self_linear = nn.Linear(atom_dim, 2 * atom_dim)
+        self.neighbor_linear = nn.Linear(atom_dim, 2 * atom_dim, bias=False)
+        self.edge_linear = nn.Linear(edge_dim, 2 * atom_dim, bias=False)
+        self.edge_norm = nn.BatchNorm1d(2 * atom_dim)
+        self.atom_norm = nn.BatchNorm1d(atom_dim)
+
+    def forward(
+        self, atoms: torch.Tensor, neighbor_index: torch.Tensor, edges: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        n_atoms, n_neighbors = neighbor_index.shape
+        z = (
+            self.self_linear(atoms)[:, None, :]
+            + self.neighbor_linear(atoms)[neighbor_index]
+            + self.edge_linear(edges)
+        )
+        z = self.edge_norm(z.reshape(n_atoms * n_neighbors, -1)).reshape(n_atoms, n_neighbors, -1)
+        gate, core = z.chunk(2, dim=-1)
+        messages = torch.sigmoid(gate) * F.softplus(core) * mask[..., None]
+        return F.softplus(atoms + self.atom_norm(messages.sum(dim=1)))
+
+
+class CGCNN(nn.Module):
+    """CGCNN regressor for one or more targets.
+
+    Targets are learnt in standardised form; ``target_mean`` and ``target_std`` (buffers, saved
+    with the weights) map the outputs back to physical units.
+    """
+
+    def __init__(self, config: CGCNNConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("element_table", torch.from_numpy(element_feature_table()))
+        centers = torch.arange(0.0, config.cutoff + 1e-6, config.gaussian_step)
+        self.register_buffer("gaussian_centers", centers)
+        self.embedding = nn.Linear(FEATURE_LENGTH, config.atom_dim)
+        self.convolutions = nn.ModuleList(
+            GatedConvolution(config.atom_dim, len(centers)) for _ in range(config.n_conv)
+        )
+        layers: list[nn.Module] = [nn.Linear(config.atom_dim, config.hidden_dim), nn.Softplus()]
+        for _ in range(config.n_hidden - 1):
+            layers += [nn.Linear(config.hidden_dim, config.hidden_dim), nn.Softplus()]
+        self.head = nn.Sequential(*layers)
+        self.output = nn.Linear(config.hidden_dim, len(config.targets))
+        self.register_buffer("target_mean", torch.zeros(len(config.targets)))
+        self.register_buffer("target_std", torch.ones(len(config.targets)))
+
+    def expand_distances(self, distances: torch.Tensor) -> torch.Tensor:
+        """Gaussian expansion, shape ``(..., n_centers)``."""
+        step = self.config.gaussian_step
+        return torch.exp(-((distances[..., None] - self.gaussian_centers) ** 2) / step**2)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Standardised predictions, shape ``(n_crystals, n_targets)``."""
+        atoms = self.embedding(self.element_table[batch["atomic_numbers"]])
+        edges = self.expand_distances(batch["neighbor_distance"])
+        mask = batch["neighbor_mask"].to(atoms.dtype)
+        for convolution in self.convolutions:
+            atoms = convolution(atoms, batch["neighbor_index"], edges, mask)
+        crystal_index = batch["crystal_index"]
+        n_crystals = int(batch["n_crystals"])
+        summed = atoms.new_zeros(n_crystals, atoms.shape[1]).index_add_(0, crystal_index, atoms)
+        counts = torch.bincount(crystal_index, minlength=n_crystals).clamp(min=1).to(atoms.dtype)
+        pooled = summed / counts[:, None]
+        return self.output(self.head(pooled))
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Predictions in physical (training) units, shape ``(n_crystals, n_targets)``."""
+        return self(batch) * self.target_std + self.target_mean
+
+
+def batch_to_tensors(batch: GraphBatch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Move a numpy :class:`GraphBatch` to torch tensors on ``device``."""
+    return {
+        "atomic_numbers": torch.from_numpy(batch.atomic_numbers).to(device),
+        "neighbor_index": torch.from_numpy(np.ascontiguousarray(batch.neighbor_index)).to(device),
+        "neighbor_distance": torch.from_numpy(batch.neighbor_distance).to(device),
+        "neighbor_mask": torch.from_numpy(batch.neighbor_mask).to(device),
+        "crystal_index": torch.from_numpy(batch.crystal_index).to(device),
+        "n_crystals": torch.tensor(batch.n_crystals),
+    }

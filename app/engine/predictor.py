@@ -1,0 +1,177 @@
+"""Eight-property prediction for crystal structures with the shipped CGCNN models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from app.engine.cancel import CancelToken, ProgressCallback
+from app.engine.errors import ModelError, StructureReadError
+from app.engine.graph import CrystalGraph, build_graph, collate
+from app.engine.paths import models_dir
+from app.engine.properties import METALLIC_GAP_THRESHOLD_EV, PROPERTY_KEYS
+
+logger = logging.getLogger(__name__)
+
+#: Shipped models the predictor combines, by manifest name.
+PROPERTY_MODELS = ("formation_energy", "band_gap", "elastic", "optical")
+ELEMENT_REFERENCES_FILE = "element_references.json"
+
+
+def graph_for_prediction(structure) -> CrystalGraph:
+    """Neighbour graph of ``structure``, or a :class:`StructureReadError` saying why it can't be used."""
+    if len(structure) == 0:
+        raise StructureReadError("The structure has no atoms.")
+    if not structure.is_ordered:
+        raise StructureReadError(
+            "The structure has partially occupied sites; the property models need an ordered crystal "
+            "(pick one ordering, e.g. with an order-disorder tool, and load that)."
+        )
+    if not np.all(np.isfinite(structure.cart_coords)) or not math.isfinite(structure.volume) or structure.volume <= 0:
+        raise StructureReadError("The structure has invalid coordinates or a degenerate cell.")
+    return build_graph(structure)
+
+
+@dataclass
+class Prediction:
+    """Eight properties of one structure (None where undefined), in the units of ``PROPERTIES``."""
+
+    values: dict[str, float | None]
+
+    def __getitem__(self, key: str) -> float | None:
+        return self.values[key]
+
+
+class PropertyPredictor:
+    """Loads the four property models once and predicts batches of structures.
+
+    Parameters
+    ----------
+    device : str
+        ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
+    folder : Path, optional
+        Models folder (default: the shipped ``models/``).
+    models : dict, optional
+        Already constructed ``{name: CGCNN}`` (tests with random weights); skips loading.
+    element_references : dict, optional
+        ``{symbol: eV/atom}``; default read from the models folder.
+    """
+
+    def __init__(self, device: str = "auto", folder: Path | None = None, models: dict | None = None,
+                 element_references: dict[str, float] | None = None):
+        import torch
+
+        from app.engine.cgcnn import CGCNN, CGCNNConfig
+        from app.engine.devices import select_device
+        from app.engine.registry import load_manifest, load_state_dict
+
+        self.device = select_device(device)
+        self.folder = folder or models_dir()
+        self.versions: dict[str, str] = {}
+        if models is None:
+            models = {}
+            manifest = load_manifest(self.folder)
+            for name in PROPERTY_MODELS:
+                state, entry = load_state_dict(name, self.folder)
+                model = CGCNN(CGCNNConfig(**entry["architecture"]))
+                model.load_state_dict(state)
+                models[name] = model
+                self.versions[name] = f"{entry.get('created', '?')} {manifest[name]['sha256'][:8]}"
+        missing = [name for name in PROPERTY_MODELS if name not in models]
+        if missing:
+            raise ModelError(f"Property models missing: {', '.join(missing)}.")
+        self.models = {name: model.to(self.device).eval() for name, model in models.items()}
+        if element_references is None:
+            element_references = self._read_references(self.folder / ELEMENT_REFERENCES_FILE)
+        self.element_references = element_references
+        self._torch = torch
+
+    @staticmethod
+    def _read_references(path: Path) -> dict[str, float]:
+        try:
+            return json.loads(path.read_text())["energy_per_atom_eV"]
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelError(f"Elemental reference energies cannot be read from {path}: {error}") from error
+
+    def predict_graphs(self, graphs: Sequence[CrystalGraph], batch_size: int = 128) -> dict[str, np.ndarray]:
+        """Raw model outputs for ``graphs``: ``{model: array (n, n_targets)}`` in training units."""
+        from app.engine.cgcnn import batch_to_tensors
+
+        outputs: dict[str, list[np.ndarray]] = {name: [] for name in self.models}
+        with self._torch.inference_mode():
+            for start in range(0, len(graphs), batch_size):
+                batch = batch_to_tensors(collate(graphs[start : start + batch_size]), self.device)
+                for name, model in self.models.items():
+                    outputs[name].append(model.predict(batch).float().cpu().numpy())
+        return {
+            name: np.concatenate(parts) if parts else np.zeros((0, len(self.models[name].config.targets)))
+            for name, parts in outputs.items()
+        }
+
+    def energy_per_atom(self, structure, formation_energy: float) -> float | None:
+        """Formation energy plus Σ x_i μ_i over element fractions (None if a reference is missing)."""
+        total = formation_energy
+        for element, fraction in structure.composition.fractional_composition.items():
+            mu = self.element_references.get(element.symbol)
+            if mu is None:
+                return None
+            total += fraction * mu
+        return total
+
+    def predict(
+        self,
+        structures: Sequence,
+        batch_size: int = 128,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[Prediction | StructureReadError]:
+        """Predict the eight properties of each structure.
+
+        Returns one entry per input, in order: a :class:`Prediction`, or the
+        :class:`StructureReadError` explaining why that structure cannot be predicted.
+        """
+        results: list[Prediction | StructureReadError | None] = [None] * len(structures)
+        total = len(structures)
+        for start in range(0, total, batch_size):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            chunk = range(start, min(start + batch_size, total))
+            graphs, positions = [], []
+            for i in chunk:
+                try:
+                    graphs.append(graph_for_prediction(structures[i]))
+                    positions.append(i)
+                except StructureReadError as error:
+                    results[i] = error
+            if graphs:
+                raw = self.predict_graphs(graphs, batch_size)
+                for row, i in enumerate(positions):
+                    results[i] = self._assemble(structures[i], {name: out[row] for name, out in raw.items()})
+            if progress is not None:
+                progress(chunk.stop, total, "predicting properties")
+        return results  # type: ignore[return-value]
+
+    def _assemble(self, structure, raw: dict[str, np.ndarray]) -> Prediction:
+        formation = float(raw["formation_energy"][0])
+        gap = max(float(raw["band_gap"][0]), 0.0)
+        metallic = gap < METALLIC_GAP_THRESHOLD_EV
+        log_k, log_g, poisson = (float(x) for x in raw["elastic"][:3])
+        n = float(raw["optical"][0])
+        values: dict[str, float | None] = {
+            "formation_energy_per_atom": formation,
+            "energy_per_atom": self.energy_per_atom(structure, formation),
+            "band_gap": 0.0 if metallic else gap,
+            "bulk_modulus": 10.0**log_k,
+            "shear_modulus": 10.0**log_g,
+            "poisson_ratio": poisson,
+            # The seed paper's rule: optical constants of metals are not defined.
+            "refractive_index": None if metallic else max(n, 1.0),
+            "dielectric_constant": None if metallic else max(n, 1.0) ** 2,
+        }
+        return Prediction({key: values[key] for key in PROPERTY_KEYS})
