@@ -152,12 +152,12 @@ class PropertyPredictor:
             if graphs:
                 raw = self.predict_graphs(graphs, batch_size)
                 for row, i in enumerate(positions):
-                    results[i] = self._assemble(structures[i], {name: out[row] for name, out in raw.items()})
+                    results[i] = self.assemble(structures[i], {name: out[row] for name, out in raw.items()})
             if progress is not None:
                 progress(chunk.stop, total, "predicting properties")
         return results  # type: ignore[return-value]
 
-    def _assemble(self, structure, raw: dict[str, np.ndarray]) -> Prediction:
+    def assemble(self, structure, raw: dict[str, np.ndarray]) -> Prediction:
         formation = float(raw["formation_energy"][0])
         gap = max(float(raw["band_gap"][0]), 0.0)
         metallic = gap < METALLIC_GAP_THRESHOLD_EV

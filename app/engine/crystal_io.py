@@ -1,0 +1,507 @@
+"""Reading crystal files through pymatgen, where every problem is data, not an exception.
+
+``read_crystal_file`` and ``read_crystals`` return :class:`LoadedCrystal` entries: a structure
+(possibly with warnings) or an error message written for a scientist, naming the file and what
+is wrong. Bad input never raises; only cancellation does (``CancelledError``).
+
+pymatgen is lenient in ways that hide bad data (NaN coordinates, unknown element symbols read as
+dummy species, "Bq" read as boron, zero-volume cells) and raises cryptic errors on others
+(a truncated CIF loop raises ``ZeroDivisionError``), so the checks here wrap it on both sides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import DummySpecies, Element, Structure
+from pymatgen.io.cif import CifParser, str2float
+
+from app.engine.cancel import CancelToken
+from app.engine.errors import StructureReadError
+
+logger = logging.getLogger(__name__)
+
+#: File suffixes read from folders (also with ``.gz`` appended). Files named ``POSCAR*`` or
+#: ``CONTCAR*`` are read too. Quantum ESPRESSO input (``.pwi``/``.in``) is left out on purpose:
+#: pymatgen's ``PWInput`` ignores ``ibrav``/``celldm`` and the units of CELL_PARAMETERS.
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".cif", ".mcif", ".vasp", ".poscar", ".xsf", ".json", ".cssr", ".res")
+SUPPORTED_NAME_PREFIXES: tuple[str, ...] = ("POSCAR", "CONTCAR")
+
+_FORMATS = {".vasp": "poscar", ".poscar": "poscar", ".xsf": "xsf", ".json": "json", ".cssr": "cssr", ".res": "res"}
+_FORMAT_LABELS = {"poscar": "a VASP POSCAR file", "xsf": "an XCrySDen XSF file", "json": "pymatgen JSON",
+                  "cssr": "a CSSR file", "res": "a SHELX/AIRSS RES file"}
+_MIN_DISTANCE = 0.5  # Å; closer atoms are almost always duplicated sites
+_CIF_BLOCK_RE = re.compile(r"^[ \t]*data_(\S*)", re.MULTILINE)  # case-sensitive, as pymatgen splits blocks
+_CIF_STRUCTURE_RE = re.compile(r"^[ \t]*_(cell_length|atom_site_fract|atom_site_cartn)", re.MULTILINE | re.I)
+# Type symbols pymatgen maps on purpose (water oxygens/hydrogens), not unknown elements.
+_CIF_SYMBOL_ALIASES = {"OW", "HW", "WAT", "OH", "OH2"}
+# Noise pymatgen emits for most valid files, and rewordings of its developer-style messages.
+_IGNORED_WARNINGS = ("Skipping relative stoichiometry check",)
+_REWORDED = (
+    (re.compile(r"No _symmetry_equiv_pos_as_xyz type key found.*"),
+     "The CIF lists no symmetry operations; they were generated from its space group symbol."),
+    (re.compile(r"Some occupancies \((.*?)\) sum to > 1.*"),
+     r"Site occupancies sum to more than 1 (\1); sums up to 1.05 were rescaled to 1."),
+)
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Limits protecting the app from huge or runaway inputs.
+
+    Attributes
+    ----------
+    max_file_bytes : int
+        Largest file (after decompression for ``.gz``) that is read at all.
+    max_sites : int
+        Most sites a structure may have (after applying CIF symmetry operations).
+    """
+
+    max_file_bytes: int = 20_000_000
+    max_sites: int = 5_000
+
+
+@dataclass
+class LoadedCrystal:
+    """One crystal read from a file: a structure, or an error message, plus warnings.
+
+    Attributes
+    ----------
+    source : str
+        File path; ``"path#block"`` for one data block of a CIF holding several.
+    block : str or None
+        That data block's name (None for single-structure files).
+    structure : Structure or None
+        The structure, None when it could not be read.
+    warnings : list of str
+        Short readable notes (disorder, close atoms, pymatgen corrections).
+    error : str or None
+        Why no usable structure was read; names the file.
+    """
+
+    source: str
+    structure: Structure | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    block: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when a structure was read without error."""
+        return self.structure is not None and self.error is None
+
+    @property
+    def name(self) -> str:
+        """Short label: the file name, plus ``#block`` for one block of a multi-block CIF."""
+        if self.block is None:
+            return Path(self.source).name
+        return Path(self.source.removesuffix(f"#{self.block}")).name + f"#{self.block}"
+
+
+def is_supported(path: str | Path) -> bool:
+    """Whether a file in a folder is picked up as a crystal file (by its name only)."""
+    name = Path(path).name
+    base = name[:-3] if name.lower().endswith(".gz") else name
+    return Path(base).suffix.lower() in SUPPORTED_SUFFIXES or base.upper().startswith(SUPPORTED_NAME_PREFIXES)
+
+
+def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[LoadedCrystal]]:
+    """Turn files and folders into a list of files to read.
+
+    Folders expand recursively (sorted) to their supported files, skipping hidden entries
+    (e.g. macOS ``._name.cif`` resource forks). Files given explicitly are kept whatever their suffix.
+
+    Returns
+    -------
+    files : list of Path
+        Files to read, without duplicates, in the given order.
+    errors : list of LoadedCrystal
+        Entries for paths that do not exist or folders without any crystal file.
+    """
+    files: list[Path] = []
+    errors: list[LoadedCrystal] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = []
+            for root, dirs, names in os.walk(path):  # os.walk does not follow symlinked folders (no loops)
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                found += [Path(root, n) for n in names if not n.startswith(".") and is_supported(n)]
+            if not found:
+                errors.append(LoadedCrystal(str(path), error=f"Folder {path.name} contains no supported crystal files "
+                                            f"({', '.join(SUPPORTED_SUFFIXES)}, POSCAR, CONTCAR)."))
+            for p in sorted(found):
+                add(p)
+        elif path.exists():
+            add(path)
+        else:
+            errors.append(LoadedCrystal(str(path), error=f"File not found: {path}"))
+    return files, errors
+
+
+def read_crystal_file(path: str | Path, limits: ReadLimits = ReadLimits()) -> list[LoadedCrystal]:
+    """Read one crystal file; never raises for bad input.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file. CIFs with several structural data blocks give one entry per block.
+    limits : ReadLimits
+        File size and site count limits.
+
+    Returns
+    -------
+    list of LoadedCrystal
+        At least one entry; failed entries carry ``error`` and no structure.
+    """
+    path = Path(path)
+    warns: list[str] = []
+    try:
+        text = _read_text(path, limits, warns)
+        if _is_cif(path, text):
+            return _read_cif(path, text, warns, limits)
+        return [_finish(str(path), path.name, _read_other(path, text, warns), warns, limits)]
+    except StructureReadError as exc:
+        return [LoadedCrystal(str(path), None, _dedupe(warns), f"{path.name}: {exc}")]
+    except Exception as exc:  # a pymatgen bug must not stop a batch; keep the traceback in the log only
+        logger.exception("Unexpected failure reading %s", path)
+        return [LoadedCrystal(str(path), None, _dedupe(warns), f"{path.name}: could not be read ({_unexpected(exc)}).")]
+
+
+def read_crystals(
+    paths: Iterable[str | Path],
+    limits: ReadLimits = ReadLimits(),
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> list[LoadedCrystal]:
+    """Read files and folders; one bad file never stops the others.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        Files and folders (see :func:`expand_paths`).
+    limits : ReadLimits
+        File size and site count limits.
+    progress : callable, optional
+        Called as ``progress(done, total, message)`` after each file.
+    cancel : CancelToken, optional
+        Anything with ``raise_if_cancelled()``, checked before each file.
+
+    Returns
+    -------
+    list of LoadedCrystal
+        Entries for missing paths first, then the entries of each file in order.
+
+    Raises
+    ------
+    CancelledError
+        When ``cancel`` asks to stop.
+    """
+    files, results = expand_paths(paths)
+    for done, path in enumerate(files, start=1):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        results += read_crystal_file(path, limits)
+        if progress is not None:
+            progress(done, len(files), f"Read {path.name}")
+    return results
+
+
+# --- reading text -------------------------------------------------------------------------------
+
+def _read_text(path: Path, limits: ReadLimits, warns: list[str]) -> str:
+    if not path.exists():
+        raise StructureReadError(f"File not found: {path}")
+    if path.is_dir():
+        raise StructureReadError("this is a folder, not a file.")
+    size = path.stat().st_size  # checked before reading so a huge file is never loaded
+    if size > limits.max_file_bytes:
+        raise StructureReadError(f"the file is {_size(size)}, above the {_size(limits.max_file_bytes)} limit "
+                                 "for crystal files.")
+    try:
+        data = path.read_bytes()
+        if path.name.lower().endswith(".gz"):
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                data = gz.read(limits.max_file_bytes + 1)  # bounded: a small .gz can unpack to gigabytes
+            if len(data) > limits.max_file_bytes:
+                raise StructureReadError(f"the file unpacks to more than the {_size(limits.max_file_bytes)} limit.")
+    except OSError as exc:
+        raise StructureReadError(f"the file could not be opened ({exc.strerror or _short(exc)}).") from None
+    except EOFError:
+        raise StructureReadError("the compressed file is truncated.") from None
+    if not data.strip():
+        raise StructureReadError("the file is empty.")
+    if b"\x00" in data:
+        raise StructureReadError("this is a binary file, not a text crystal file (it contains NUL bytes).")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        odd = sum(b >= 0x80 or (b < 0x20 and b not in b"\t\n\r\f") for b in data)
+        if odd > 0.05 * len(data):
+            raise StructureReadError("this is a binary file, not a text crystal file.") from None
+        warns.append("The file is not UTF-8 text; it was read as Latin-1.")
+        return data.decode("latin-1")
+
+
+def _is_cif(path: Path, text: str) -> bool:
+    base = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    if Path(base).suffix.lower() in (".cif", ".mcif"):
+        return True
+    return not is_supported(path) and bool(_CIF_BLOCK_RE.search(text) and _CIF_STRUCTURE_RE.search(text))
+
+
+def _read_other(path: Path, text: str, warns: list[str]) -> Structure:
+    base = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    fmt = "poscar" if base.upper().startswith(SUPPORTED_NAME_PREFIXES) else _FORMATS.get(Path(base).suffix.lower())
+    label = _FORMAT_LABELS.get(fmt, "a crystal file")
+    with _collect_warnings(warns):
+        try:
+            if fmt == "json":
+                struct = _structure_from_json(text)
+            elif fmt:
+                struct = Structure.from_str(text, fmt=fmt)
+            else:
+                struct = Structure.from_file(path)  # unknown suffix: let pymatgen guess from the name
+        except StructureReadError:
+            raise
+        except (IndexError, ZeroDivisionError, StopIteration):
+            raise StructureReadError(f"could not be read as {label}: the file looks truncated or incomplete.") from None
+        except Exception as exc:
+            if fmt is None:
+                logger.debug("pymatgen could not read %s: %r", path, exc)
+                raise StructureReadError(f"the file is not in a supported crystal format "
+                                         f"({', '.join(SUPPORTED_SUFFIXES)}, POSCAR, CONTCAR).") from None
+            raise StructureReadError(f"could not be read as {label} ({_short(exc)}).") from None
+    if any("Defaulting to false names" in w for w in warns):  # pymatgen would invent H, He, Li, ...
+        warns[:] = [w for w in warns if "Defaulting to false names" not in w]
+        raise StructureReadError("the POSCAR does not name its elements (no species line, VASP 4 style), "
+                                 "so its atoms cannot be identified.")
+    return struct
+
+
+def _structure_from_json(text: str) -> Structure:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StructureReadError(f"the file is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+    if not isinstance(obj, dict) or not {"lattice", "sites"} <= obj.keys():
+        raise StructureReadError("the file is JSON but not a pymatgen Structure (expected 'lattice' and 'sites' keys).")
+    return Structure.from_dict(obj)
+
+
+# --- CIF ----------------------------------------------------------------------------------------
+
+def _read_cif(path: Path, text: str, warns: list[str], limits: ReadLimits) -> list[LoadedCrystal]:
+    starts = list(_CIF_BLOCK_RE.finditer(text))
+    if not starts:
+        raise StructureReadError("no CIF data block was found (no 'data_' line); this does not look like a CIF file.")
+    # Split blocks ourselves: pymatgen keeps only the last of equally named blocks, and one bad
+    # loop anywhere would otherwise fail the whole file.
+    blocks = [(m.group(1) or "unnamed", text[m.start(): nxt.start() if nxt else len(text)])
+              for m, nxt in zip(starts, starts[1:] + [None])]
+    blocks = [b for b in blocks if _CIF_STRUCTURE_RE.search(b[1])]  # skip e.g. publication-only blocks
+    if not blocks:
+        raise StructureReadError("contains no crystal structure (no data block has unit cell or atom site entries).")
+    results, used = [], set()
+    for name, block in blocks:
+        unique, k = name, 1
+        while unique in used:
+            k += 1
+            unique = f"{name}~{k}"
+        used.add(unique)
+        source, label = (f"{path}#{unique}", f"{path.name}#{unique}") if len(blocks) > 1 else (str(path), path.name)
+        bw = list(warns)
+        try:
+            entry = _finish(source, label, _parse_cif_block(block, bw, limits), bw, limits)
+        except StructureReadError as exc:
+            entry = LoadedCrystal(source, None, _dedupe(bw), f"{label}: {exc}")
+        except Exception as exc:  # one broken block must not hide the good ones
+            logger.exception("Unexpected failure reading %s", source)
+            entry = LoadedCrystal(source, None, _dedupe(bw), f"{label}: could not be read ({_unexpected(exc)}).")
+        entry.block = unique if len(blocks) > 1 else None
+        results.append(entry)
+    return results
+
+
+def _parse_cif_block(block: str, warns: list[str], limits: ReadLimits) -> Structure:
+    with _collect_warnings(warns):
+        try:
+            # occupancy_tolerance > 1: refined occupancies often sum to 1.01 by rounding; pymatgen rescales them.
+            parser = CifParser.from_str(block, occupancy_tolerance=1.05)
+        except Exception as exc:
+            loop = isinstance(exc, ZeroDivisionError) or "zip()" in str(exc) or "multiple" in str(exc)
+            detail = "a loop_ table has missing or extra values" if loop else _short(exc)
+            raise StructureReadError(f"the CIF is malformed or truncated ({detail}).") from None
+        data = next(iter(parser.as_dict().values()), {})
+        _check_cif_data(data, limits)  # exact key case, as pymatgen reads it
+        try:
+            return parser.parse_structures(primitive=False, on_error="raise")[0]
+        except (ValueError, KeyError, IndexError, ZeroDivisionError, NotImplementedError) as exc:
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            if "no structures" in detail:
+                detail = "no atom site has a recognisable element symbol"
+            detail = _short(detail).rstrip(".")
+            raise StructureReadError(f"could not build a structure from the CIF ({detail}).") from None
+        finally:
+            warns.extend(parser.warnings)
+
+
+def _check_cif_data(data: dict, limits: ReadLimits) -> None:
+    """Catch what pymatgen accepts silently or reports cryptically, before it builds the structure."""
+    def values(key: str) -> list[str]:
+        v = data.get(key)
+        return [] if v is None else [v] if isinstance(v, str) else list(v)
+
+    def number(key: str, raw: str) -> float:
+        try:
+            return str2float(raw)
+        except (ValueError, TypeError):
+            hint = " (the file may be truncated)" if not raw.strip() else ""
+            raise StructureReadError(f"{key} = '{raw}' is not a number{hint}.") from None
+
+    if not values("_cell_length_a"):
+        raise StructureReadError("no unit cell is given (_cell_length_a is missing).")
+    for key in [f"_cell_length_{x}" for x in "abc"] + [f"_cell_angle_{x}" for x in ("alpha", "beta", "gamma")]:
+        for raw in values(key):
+            x = number(key, raw)
+            if not math.isfinite(x):
+                raise StructureReadError(f"the unit cell contains NaN or infinite numbers ({key} = {raw}).")
+            if x <= 0 or ("angle" in key and x >= 180):
+                raise StructureReadError(f"degenerate unit cell: {key} = {raw} is impossible.")
+    xs = values("_atom_site_fract_x")
+    if not xs:
+        if values("_atom_site_Cartn_x"):
+            raise StructureReadError("atom positions are given only as Cartesian coordinates (_atom_site_Cartn_x), "
+                                     "which are not supported; fractional coordinates are needed.")
+        raise StructureReadError("the structure contains no atoms (no _atom_site_fract_x entries).")
+    if len(xs) > limits.max_sites:
+        raise StructureReadError(f"the structure has {len(xs)} sites, above the limit of {limits.max_sites}.")
+    # Guard against symmetry expansions so large that pymatgen would take minutes: each position
+    # yields at least n_ops / 48 sites (48: largest site-symmetry order). Exact counts come later.
+    n_ops = len(values("_symmetry_equiv_pos_as_xyz") or values("_space_group_symop_operation_xyz")) or 1
+    positions = len(set(zip(xs, values("_atom_site_fract_y"), values("_atom_site_fract_z"))))
+    if positions * n_ops // 48 > 10 * limits.max_sites:
+        raise StructureReadError(f"the structure has at least {positions * n_ops // 48} sites once symmetry is "
+                                 f"applied, above the limit of {limits.max_sites}.")
+    for axis in "xyz":
+        for raw in values(f"_atom_site_fract_{axis}"):
+            if not math.isfinite(number(f"_atom_site_fract_{axis}", raw)):
+                raise StructureReadError("atom coordinates contain NaN or infinite numbers.")
+    unknown = []
+    for sym in values("_atom_site_type_symbol"):
+        m = re.fullmatch(r"([A-Za-z]{1,2})\d*[+-]?\d*", sym.strip())  # element (+ charge), e.g. "Fe3+"
+        if m and not Element.is_valid_symbol(m.group(1).title()) and m.group(1).upper() not in _CIF_SYMBOL_ALIASES:
+            unknown.append(sym)  # pymatgen would read e.g. "Bq" as B silently, or "Xx" as a dummy species
+    if unknown:
+        raise StructureReadError(f"unknown element symbol(s): {', '.join(sorted(set(unknown)))}.")
+
+
+# --- checks shared by all formats ---------------------------------------------------------------
+
+def _finish(source: str, label: str, struct: Structure, warns: list[str], limits: ReadLimits) -> LoadedCrystal:
+    problem = _check_structure(struct, limits, warns)
+    if problem:
+        return LoadedCrystal(source, None, _dedupe(warns), f"{label}: {problem}")
+    return LoadedCrystal(source, struct, _dedupe(warns), None)
+
+
+def _check_structure(struct: Structure, limits: ReadLimits, warns: list[str]) -> str | None:
+    n = len(struct)
+    if n == 0:
+        return "the structure contains no atoms."
+    matrix = struct.lattice.matrix
+    if not np.all(np.isfinite(matrix)):
+        return "the unit cell contains NaN or infinite numbers."
+    if not np.all(np.isfinite(struct.frac_coords)):
+        return "atom coordinates contain NaN or infinite numbers."
+    volume = float(np.linalg.det(matrix))
+    if abs(volume) <= 1e-6 * float(np.prod(np.linalg.norm(matrix, axis=1))):
+        return f"degenerate unit cell: its volume is {volume:.3g} Å³ (lattice vectors are zero or in one plane)."
+    if volume < 0:
+        return (f"the unit cell has a negative volume ({volume:.4g} Å³): the lattice vectors are left-handed "
+                "(swap two of them).")
+    if n > limits.max_sites:
+        return f"the structure has {n} sites, above the limit of {limits.max_sites}."
+    dummies = sorted({sp.symbol for sp in struct.composition if isinstance(sp, DummySpecies)})
+    if dummies:
+        return f"unknown element symbol(s): {', '.join(dummies)}."
+    disordered = sum(not site.is_ordered for site in struct)
+    if disordered:
+        warns.append(f"Partially occupied sites (disordered structure): {disordered} of {n} sites.")
+    centres, others, _, dists = struct.get_neighbor_list(r=_MIN_DISTANCE)
+    if len(dists):
+        i = int(np.argmin(dists))
+        a, b = int(centres[i]), int(others[i])
+        warns.append(f"{max(len(dists) // 2, 1)} pair(s) of atoms closer than {_MIN_DISTANCE} Å (shortest "
+                     f"{dists[i]:.2f} Å, {struct[a].species_string} site {a + 1} and {struct[b].species_string} "
+                     f"site {b + 1}); check for duplicated atoms.")
+    return None
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _collect_warnings(out: list[str]) -> Iterator[None]:
+    """Record pymatgen's warnings into ``out`` (user-facing ones only; the rest go to the log)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, UserWarning):
+                    out.append(str(w.message))
+                else:
+                    logger.debug("%s: %s", w.category.__name__, w.message)
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    result: list[str] = []
+    for item in items:
+        text = _short(item)
+        if text and text not in result and not text.startswith(_IGNORED_WARNINGS):
+            result.append(text)
+    return result
+
+
+def _short(obj: object, limit: int = 240) -> str:
+    """First line of a message, shortened; turns pymatgen's element errors into plain words."""
+    lines = str(obj).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    for pattern, replacement in _REWORDED:
+        text = pattern.sub(replacement, text)
+    m = re.search(r"Element or Species from '([^']+)'|'([^']+)' is not a valid Element", str(obj))
+    if m:
+        text = f"unknown element symbol '{m.group(1) or m.group(2)}'"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"unexpected {type(exc).__name__}: {_short(exc)}"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny random-weight models in a temporary models folder, example crystals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "resources" / "examples"
+
+TINY_TARGETS = {
+    "formation_energy": ["formation_energy_per_atom"],
+    "band_gap": ["band_gap"],
+    "elastic": ["log10_bulk_modulus", "log10_shear_modulus", "poisson_ratio"],
+    "optical": ["refractive_index"],
+}
+
+
+def write_tiny_models(folder: Path, seed: int = 0) -> Path:
+    """Random-weight CGCNNs (width 8) for every property model, with a valid manifest."""
+    import torch
+
+    from app.engine.cgcnn import CGCNN, CGCNNConfig
+    from app.engine.registry import save_manifest_entry, sha256_of
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    for name, targets in TINY_TARGETS.items():
+        config = CGCNNConfig(targets=targets, atom_dim=8, hidden_dim=8, n_conv=1)
+        model = CGCNN(config)
+        path = folder / f"{name}.pt"
+        torch.save(model.state_dict(), path)
+        save_manifest_entry(name, {"file": path.name, "sha256": sha256_of(path), "kind": "cgcnn",
+                                   "architecture": config.to_dict(), "created": "test"}, folder)
+    shutil.copy(REPO / "models" / "element_references.json", folder / "element_references.json")
+    return folder
+
+
+@pytest.fixture
+def tiny_models(tmp_path, monkeypatch) -> Path:
+    """A models folder of tiny random models; CRYSTAL_DESIGNER_MODELS points at it."""
+    folder = write_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("CRYSTAL_DESIGNER_MODELS", str(folder))
+    return folder
+
+
+@pytest.fixture
+def example(request):
+    """Path of a shipped example CIF by stem, e.g. ``example("NaCl")``."""
+    return lambda stem: EXAMPLES / f"{stem}.cif"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path, monkeypatch):
+    """Tests never read or write the user's real settings, caches or sessions."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
