@@ -1,0 +1,379 @@
+"""Generating candidate crystals with the ICSG3D pipeline, and the funnel of filters after it.
+
+latent z (around a base, from the prior, or on a line between two bases) + condition decile
+→ VAE decoder → density and coordinate channels → UNet species labels → segmentation →
+pymatgen Structure → eight predicted properties → filters (paper Table 2).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from app.engine.cancel import CancelToken, ProgressCallback
+from app.engine.density import GRID, density_from_model, encode, lattice_from_coords, model_input
+from app.engine.errors import CrystalDesignerError, ModelError, StructureReadError
+from app.engine.properties import PROPERTY_KEYS
+from app.engine.segmentation import decode
+
+logger = logging.getLogger(__name__)
+
+MODES = ("around", "random", "interpolate")
+
+#: Funnel stages in the order they are applied (labels as shown to users).
+FUNNEL_STAGES = (
+    ("generated", "Generated"),
+    ("decoded", "Decoded to a crystal"),
+    ("distance_ok", "All distances > minimum"),
+    ("charge_balanced", "Charge balanced"),
+    ("same_formula", "Same formula as base"),
+    ("novel", "Not in training set"),
+    ("in_windows", "Properties in windows"),
+    ("unique", "Unique"),
+)
+
+
+@dataclass
+class GenerationSettings:
+    """What to generate and which filters to apply.
+
+    Attributes
+    ----------
+    mode : str
+        ``around`` a base structure, ``random`` from the prior, ``interpolate`` between two.
+    count : int
+        Number of latent samples.
+    sigma : float
+        Standard deviation of z around the base (latent units).
+    decile : int or None
+        Formation-energy decile 0 (lowest) … 9 to condition on; None: the base's own decile
+        (``random`` mode: 0).
+    seed : int
+        Random seed; equal settings and seed give equal candidates.
+    min_distance : float
+        Smallest allowed interatomic distance (Å, periodic).
+    require_charge_balance, require_same_formula, require_novel, require_unique : bool
+        Which filters remove candidates (all are always evaluated and reported as flags).
+    property_windows : dict
+        ``{property key: (min or None, max or None)}`` in the units of ``PROPERTIES``.
+    """
+
+    mode: str = "around"
+    count: int = 100
+    sigma: float = 0.5
+    decile: int | None = None
+    seed: int = 0
+    batch_size: int = 32
+    min_distance: float = 0.5
+    require_charge_balance: bool = True
+    require_same_formula: bool = False
+    require_novel: bool = True
+    require_unique: bool = True
+    property_windows: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise :class:`CrystalDesignerError` with a readable message for impossible settings."""
+        if self.mode not in MODES:
+            raise CrystalDesignerError(f"Unknown generation mode '{self.mode}'; choose {', '.join(MODES)}.")
+        if not 1 <= self.count <= 1_000_000:
+            raise CrystalDesignerError("The number of samples must be between 1 and 1,000,000.")
+        if not (self.sigma >= 0 and math.isfinite(self.sigma)):
+            raise CrystalDesignerError("The spread σ must be a non-negative number.")
+        if self.decile is not None and not 0 <= self.decile <= 9:
+            raise CrystalDesignerError("The condition decile must be between 0 and 9.")
+        for key, (low, high) in self.property_windows.items():
+            if key not in PROPERTY_KEYS:
+                raise CrystalDesignerError(f"Unknown property '{key}' in the property windows.")
+            if low is not None and high is not None and low > high:
+                raise CrystalDesignerError(f"The window of {key} has its minimum above its maximum.")
+
+
+@dataclass
+class Candidate:
+    """One generated crystal and everything known about it.
+
+    ``density`` (shape ``(G, G, G)``, float16, Z/Å³) is kept only for candidates that pass the
+    enabled filters, so long runs stream instead of hoarding maps.
+    """
+
+    index: int
+    structure: object | None
+    formula: str | None
+    properties: dict[str, float | None]
+    flags: dict[str, bool]
+    latent_distance: float
+    kept: bool = False
+    density: np.ndarray | None = None
+    error: str | None = None
+
+
+@dataclass
+class GenerationResult:
+    candidates: list[Candidate]
+    funnel: dict[str, int]
+
+    @property
+    def kept(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.kept]
+
+
+@functools.lru_cache(maxsize=4096)
+def charge_balanced(reduced_formula: str) -> bool:
+    """True if the composition has a charge-neutral set of common oxidation states, or is an
+    intermetallic (all metals), where oxidation states do not apply."""
+    from pymatgen.core import Composition
+
+    composition = Composition(reduced_formula)
+    if all(element.is_metal or element.is_metalloid for element in composition.elements):
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(composition.oxi_state_guesses(max_sites=-1))
+
+
+def minimum_distance_ok(structure, min_distance: float) -> bool:
+    """True if no two atoms (periodic images included) are closer than ``min_distance`` Å."""
+    centers, _, _, _ = structure.get_neighbor_list(min_distance)
+    return len(centers) == 0
+
+
+def space_group_number(structure) -> int:
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        return int(SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number())
+    except Exception:  # spglib fails on some degenerate decoded cells; treat as P1
+        return 1
+
+
+class CrystalGenerator:
+    """The trained VAE + UNet + property predictor, ready to generate.
+
+    Parameters
+    ----------
+    vae, unet : torch.nn.Module, optional
+        Already constructed networks (tests); by default the shipped ``density_vae`` and
+        ``segmentation_unet`` are loaded and verified.
+    predictor : PropertyPredictor, optional
+    training_index : TrainingIndex or None
+        Known (formula, space group) pairs for the novelty filter.
+    decile_edges : sequence of 9 float, optional
+        Formation-energy decile boundaries (eV/atom); read from the VAE's manifest by default.
+    """
+
+    def __init__(self, device: str = "auto", folder: Path | None = None, vae=None, unet=None, predictor=None,
+                 training_index=None, decile_edges: Sequence[float] | None = None):
+        import torch
+
+        from app.engine.devices import select_device
+        from app.engine.predictor import PropertyPredictor
+        from app.engine.registry import load_state_dict
+        from app.engine.voxel_models import ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig
+
+        self.device = select_device(device)
+        self._torch = torch
+        if vae is None or unet is None:
+            vae_state, vae_entry = load_state_dict("density_vae", folder)
+            architecture = dict(vae_entry["architecture"])
+            decile_edges = architecture.pop("decile_edges_eV_per_atom")
+            vae = ConditionalVAE3D(VAEConfig(**architecture))
+            vae.load_state_dict(vae_state)
+            unet_state, unet_entry = load_state_dict("segmentation_unet", folder)
+            unet = UNet3D(UNetConfig(**unet_entry["architecture"]))
+            unet.load_state_dict(unet_state)
+        if decile_edges is None or len(decile_edges) != 9:
+            raise ModelError("The generator needs the 9 formation-energy decile edges of its VAE.")
+        self.vae = vae.to(self.device).eval()
+        self.unet = unet.to(self.device).eval()
+        self.decile_edges = np.asarray(decile_edges, dtype=np.float64)
+        self.predictor = predictor or PropertyPredictor(device=str(self.device), folder=folder)
+        if training_index is None:
+            from app.engine.training.training_index import TrainingIndex
+
+            try:
+                training_index = TrainingIndex(folder / "training_index.json.gz" if folder else None)
+            except OSError as error:
+                raise ModelError(f"The training-set index is missing: {error}") from error
+        self.training_index = training_index
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def decile_of(self, formation_energy: float) -> int:
+        """Decile (0-9) of a formation energy per atom (eV/atom)."""
+        return int(np.searchsorted(self.decile_edges, formation_energy))
+
+    def encode_structure(self, structure) -> tuple[np.ndarray, int]:
+        """Latent mean μ (shape ``(latent,)``) and predicted-Ef decile of a cubic structure."""
+        from app.engine.predictor import graph_for_prediction
+        from app.engine.voxel_models import one_hot_condition
+
+        encoded = encode(structure)
+        formation = float(self.predictor.predict_graphs([graph_for_prediction(encoded.structure)])
+                          ["formation_energy"][0, 0])
+        decile = self.decile_of(formation)
+        torch = self._torch
+        with torch.inference_mode():
+            maps = torch.from_numpy(model_input(encoded))[None].to(self.device)
+            mu, _ = self.vae.encode(maps, one_hot_condition(torch.tensor([decile]), self.vae.config.n_conditions)
+                                    .to(self.device))
+        return mu[0].float().cpu().numpy(), decile
+
+    # -- decoding ----------------------------------------------------------------------------
+
+    def decode_latents(self, z: np.ndarray, decile: int) -> list[tuple[object | None, np.ndarray, str | None]]:
+        """Decode latent vectors (shape ``(n, latent)``) to ``(structure or None, density, error)``."""
+        from app.engine.training.train_generator import segment_labels
+        from app.engine.voxel_models import one_hot_condition
+
+        torch = self._torch
+        with torch.inference_mode():
+            zt = torch.from_numpy(z.astype(np.float32)).to(self.device)
+            condition = one_hot_condition(torch.full((len(z),), decile), self.vae.config.n_conditions).to(self.device)
+            maps = self.vae.decode(zt, condition)
+            labels = segment_labels(self.unet, maps[:, 0]).cpu().numpy()
+            maps = maps.float().cpu().numpy()
+        out = []
+        for channels, species in zip(maps, labels):
+            density = density_from_model(channels[0])
+            try:
+                abc = lattice_from_coords(channels[1:])
+                out.append((decode(density, species, abc), density, None))
+            except (StructureReadError, ValueError) as error:
+                out.append((None, density, str(error)))
+        return out
+
+    def reconstruct(self, structure):
+        """Encode (z = μ, condition = the structure's predicted-Ef decile) and decode again."""
+        mu, decile = self.encode_structure(structure)
+        decoded, _, error = self.decode_latents(mu[None], decile)[0]
+        if decoded is None:
+            raise StructureReadError(error or "The reconstruction produced no crystal.")
+        return decoded
+
+    # -- generation --------------------------------------------------------------------------
+
+    def _latents(self, settings: GenerationSettings, rng: np.random.Generator, base_mu, second_mu) -> np.ndarray:
+        latent = self.vae.config.latent_dim
+        if settings.mode == "around":
+            return base_mu[None] + settings.sigma * rng.standard_normal((settings.count, latent))
+        if settings.mode == "random":
+            return rng.standard_normal((settings.count, latent))
+        t = np.linspace(0.0, 1.0, settings.count)[:, None]
+        return (1 - t) * base_mu[None] + t * second_mu[None] + settings.sigma * rng.standard_normal(
+            (settings.count, latent))
+
+    def generate(self, settings: GenerationSettings, base=None, second=None,
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                 on_candidate: Callable[[Candidate], None] | None = None) -> GenerationResult:
+        """Generate and filter candidates.
+
+        Parameters
+        ----------
+        base, second : pymatgen.core.Structure, optional
+            Base structure (``around``, ``interpolate``) and second end point (``interpolate``).
+        progress : callable, optional
+            ``progress(done, total, message)`` after every batch.
+        cancel : CancelToken, optional
+            Checked between batches; raises :class:`CancelledError`.
+        on_candidate : callable, optional
+            Called with every candidate as soon as it is filtered (streaming).
+
+        Returns
+        -------
+        GenerationResult
+            All candidates (maps only on kept ones) and the funnel counts.
+        """
+        settings.validate()
+        if settings.mode in ("around", "interpolate") and base is None:
+            raise CrystalDesignerError(f"Mode '{settings.mode}' needs a base structure.")
+        if settings.mode == "interpolate" and second is None:
+            raise CrystalDesignerError("Interpolation needs a second structure.")
+        rng = np.random.default_rng(settings.seed)
+        base_mu = second_mu = None
+        base_formula = None
+        decile = settings.decile
+        if base is not None:
+            base_mu, base_decile = self.encode_structure(base)
+            base_formula = base.composition.reduced_formula
+            decile = base_decile if decile is None else decile
+        if second is not None:
+            second_mu, _ = self.encode_structure(second)
+        decile = 0 if decile is None else decile
+        latents = self._latents(settings, rng, base_mu, second_mu)
+        reference = base_mu if base_mu is not None else np.zeros(latents.shape[1])
+
+        funnel = {key: 0 for key, _ in FUNNEL_STAGES}
+        candidates: list[Candidate] = []
+        unique_kept: dict[str, list] = {}
+        total = len(latents)
+        for start in range(0, total, settings.batch_size):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            chunk = latents[start:start + settings.batch_size]
+            decoded = self.decode_latents(chunk, decile)
+            structures = [s for s, _, _ in decoded if s is not None]
+            predictions = iter(self.predictor.predict(structures)) if structures else iter(())
+            for offset, (structure, density, error) in enumerate(decoded):
+                index = start + offset
+                prediction = next(predictions) if structure is not None else None
+                candidate = self._judge(index, structure, density, error, prediction, settings, base_formula,
+                                        float(np.linalg.norm(chunk[offset] - reference)), unique_kept, funnel)
+                candidates.append(candidate)
+                if on_candidate is not None:
+                    on_candidate(candidate)
+            if progress is not None:
+                progress(min(start + settings.batch_size, total), total, f"{funnel['unique']} kept")
+        return GenerationResult(candidates, funnel)
+
+    def _judge(self, index, structure, density, error, prediction, settings: GenerationSettings, base_formula,
+               latent_distance, unique_kept, funnel) -> Candidate:
+        funnel["generated"] += 1
+        if structure is None or isinstance(prediction, Exception):
+            message = error or str(prediction)
+            return Candidate(index, None, None, {k: None for k in PROPERTY_KEYS}, {"decoded": False},
+                             latent_distance, error=message)
+        formula = structure.composition.reduced_formula
+        values = prediction.values
+        flags = {"decoded": True}
+        flags["distance_ok"] = minimum_distance_ok(structure, settings.min_distance)
+        flags["charge_balanced"] = charge_balanced(formula)
+        flags["same_formula"] = base_formula is None or formula == base_formula
+        flags["novel"] = not self.training_index.known(formula, space_group_number(structure))
+        flags["in_windows"] = all(
+            values.get(key) is not None
+            and (low is None or values[key] >= low) and (high is None or values[key] <= high)
+            for key, (low, high) in settings.property_windows.items())
+        required = {
+            "decoded": True,
+            "distance_ok": True,
+            "charge_balanced": settings.require_charge_balance,
+            "same_formula": settings.require_same_formula,
+            "novel": settings.require_novel,
+            "in_windows": bool(settings.property_windows),
+        }
+        passing = True
+        for key, _label in FUNNEL_STAGES[1:-1]:
+            passing = passing and (flags[key] or not required[key])
+            funnel[key] += int(passing)
+        flags["unique"] = True
+        if passing:
+            flags["unique"] = not any(self._matches(structure, other) for other in unique_kept.get(formula, []))
+        kept = passing and (flags["unique"] or not settings.require_unique)
+        funnel["unique"] += int(kept)
+        if kept:
+            unique_kept.setdefault(formula, []).append(structure)
+        return Candidate(index, structure, formula, dict(values), flags, latent_distance, kept=kept,
+                         density=density.astype(np.float16) if kept else None)
+
+    @staticmethod
+    def _matches(a, b) -> bool:
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        return StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10, scale=False).fit(a, b)

@@ -1,0 +1,336 @@
+"""Training of the generator's networks: the segmentation UNet first, then the conditional
+DFC-VAE that uses the frozen UNet's hidden layers as its perceptual loss (paper Methods).
+
+Both runs checkpoint after every epoch and resume when rerun; the best validation epoch is
+written to ``models/`` with its manifest entry and model card.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from app.engine.cancel import CancelToken
+from app.engine.density import DENSITY_SCALE, GRID, coordinate_grid, COORD_SCALE
+from app.engine.paths import models_dir
+from app.engine.registry import load_state_dict, save_manifest_entry, sha256_of
+from app.engine.training.datasets import is_validation
+from app.engine.training.generator_data import VoxelDataset, load_voxel_dataset
+from app.engine.training.graph_cache import cache_dir
+from app.engine.voxel_models import ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig, kl_divergence, one_hot_condition
+
+logger = logging.getLogger(__name__)
+
+UNET_NAME = "segmentation_unet"
+VAE_NAME = "density_vae"
+
+
+def density_channel(density: np.ndarray) -> np.ndarray:
+    """Model units of the density channel (same transform as ``density.model_input``)."""
+    return (np.log1p(density.astype(np.float32)) / DENSITY_SCALE).astype(np.float32)
+
+
+def split(dataset: VoxelDataset) -> tuple[np.ndarray, np.ndarray]:
+    validation = np.array([is_validation(str(i)) for i in dataset.ids])
+    return np.flatnonzero(~validation), np.flatnonzero(validation)
+
+
+def _random_rotation(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.ndarray]:
+    """The same random 90° rotation of the cube applied to every (…, G, G, G) array."""
+    axes = rng.permutation(3)
+    flips = [a for a in range(3) if rng.random() < 0.5]
+    out = []
+    for array in arrays:
+        lead = array.ndim - 3
+        array = np.transpose(array, list(range(lead)) + [lead + a for a in axes])
+        if flips:
+            array = np.flip(array, axis=[lead + a for a in flips])
+        out.append(np.ascontiguousarray(array))
+    return out
+
+
+def _checkpoint(name: str) -> Path:
+    folder = cache_dir() / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# UNet
+# ---------------------------------------------------------------------------------------------
+
+def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse voxel frequency per class, background 0 (the paper's weights, here actually used)."""
+    counts = np.bincount(labels.ravel(), minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    weights[0] = 0.0
+    weights *= (n_classes - 1) / max(weights.sum(), 1e-12)
+    return weights.astype(np.float32)
+
+
+def _unet_loss(model: UNet3D, density: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor):
+    species_logits, mask_logits = model(density[:, None])
+    occupied = labels > 0
+    ce = F.cross_entropy(species_logits, labels, weight=weights, reduction="sum") / (
+        weights[labels].sum().clamp(min=1e-6))
+    bce = F.binary_cross_entropy_with_logits(mask_logits, occupied.float())
+    return ce + bce, species_logits, mask_logits
+
+
+def segment_labels(model: UNet3D, density_channel_batch: torch.Tensor) -> torch.Tensor:
+    """Atomic-number map from the UNet: occupied voxels take the most likely element.
+
+    Parameters
+    ----------
+    density_channel_batch : torch.Tensor
+        Shape ``(batch, G, G, G)``, model units.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(batch, G, G, G)``, int64 atomic numbers (0 = empty).
+    """
+    species_logits, mask_logits = model(density_channel_batch[:, None])
+    species_logits[:, 0] = -torch.inf  # occupancy comes from the mask head
+    vocab = torch.tensor([0] + list(model.config.species), device=species_logits.device)
+    labels = vocab[species_logits.argmax(dim=1)]
+    return torch.where(mask_logits > 0, labels, torch.zeros_like(labels))
+
+
+def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_rate: float = 2e-3,
+               output_dir: Path | None = None, cancel: CancelToken | None = None, fresh: bool = False) -> dict:
+    """Train the segmentation UNet on random crops of true maps (segmentation is local)."""
+    output_dir = output_dir or models_dir()
+    torch.manual_seed(0)
+    dataset = load_voxel_dataset()
+    train_rows, val_rows = split(dataset)
+    vocabulary = sorted(int(z) for z in np.unique(dataset.species) if z > 0)
+    lookup = np.zeros(256, dtype=np.int64)
+    lookup[vocabulary] = np.arange(1, len(vocabulary) + 1)
+    config = UNetConfig(species=vocabulary)
+    model = UNet3D(config)
+    weights = torch.from_numpy(class_weights(lookup[dataset.species[train_rows[:2000]]], model.n_classes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    steps = math.ceil(len(train_rows) / batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * steps, pct_start=0.1)
+    state = {"epoch": 0, "history": [], "best": {"score": math.inf, "state": None, "epoch": 0}}
+    path = _checkpoint(UNET_NAME)
+    if path.exists() and not fresh:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved["config"] == config.to_dict() and saved["epochs"] == epochs:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            state = saved["state"]
+    rng = np.random.default_rng(state["epoch"])
+    for epoch in range(state["epoch"], epochs):
+        model.train()
+        began = time.perf_counter()
+        total = 0.0
+        order = rng.permutation(train_rows)
+        for step in range(steps):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            rows = order[step * batch_size:(step + 1) * batch_size]
+            if len(rows) < 2:
+                continue
+            density, labels = [], []
+            for row in rows:
+                d, s = _random_rotation(rng, dataset.density[row], dataset.species[row])
+                i, j, k = rng.integers(0, GRID - crop + 1, size=3)
+                density.append(density_channel(d[i:i + crop, j:j + crop, k:k + crop]))
+                labels.append(lookup[s[i:i + crop, j:j + crop, k:k + crop]])
+            loss, _, _ = _unet_loss(model, torch.from_numpy(np.stack(density)),
+                                    torch.from_numpy(np.stack(labels)), weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item()
+        metrics = evaluate_unet(model, dataset, val_rows[:500])
+        score = 1.0 - metrics["site_voxel_accuracy"]
+        if score < state["best"]["score"]:
+            state["best"] = {"score": score, "state": {k: v.clone() for k, v in model.state_dict().items()},
+                             "epoch": epoch + 1}
+        state["history"].append({"epoch": epoch + 1, "loss": total / steps, **metrics,
+                                 "seconds": time.perf_counter() - began})
+        state["epoch"] = epoch + 1
+        logger.info("UNet epoch %d/%d: loss %.4f %s (%.0f s)", epoch + 1, epochs, total / steps, metrics,
+                    state["history"][-1]["seconds"])
+        torch.save({"config": config.to_dict(), "epochs": epochs, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}, path)
+    model.load_state_dict(state["best"]["state"])
+    metrics = evaluate_unet(model, dataset, val_rows)
+    return _write(UNET_NAME, model, config.to_dict(), metrics, epochs, state["best"]["epoch"], len(train_rows),
+                  len(val_rows), output_dir,
+                  description="3-D UNet segmenting density maps into atomic species (ICSG3D eq. 6-7)",
+                  training={"crop": crop, "batch_size": batch_size, "learning_rate": learning_rate,
+                            "loss": "class-weighted cross-entropy (1/frequency, background 0) + mask BCE"})
+
+
+@torch.no_grad()
+def evaluate_unet(model: UNet3D, dataset: VoxelDataset, rows: np.ndarray, batch_size: int = 8) -> dict:
+    """Voxel metrics on whole validation maps: occupancy IoU and species accuracy on atom voxels."""
+    model.eval()
+    correct = total = intersection = union = 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        density = torch.from_numpy(density_channel(dataset.density[chunk]))
+        truth = torch.from_numpy(dataset.species[chunk].astype(np.int64))
+        predicted = segment_labels(model, density)
+        occupied = truth > 0
+        correct += int((predicted[occupied] == truth[occupied]).sum())
+        total += int(occupied.sum())
+        intersection += int(((predicted > 0) & occupied).sum())
+        union += int(((predicted > 0) | occupied).sum())
+    return {"site_voxel_accuracy": correct / max(total, 1), "occupancy_iou": intersection / max(union, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditional DFC-VAE
+# ---------------------------------------------------------------------------------------------
+
+def formation_energy_conditions(dataset: VoxelDataset, rows: np.ndarray) -> np.ndarray:
+    """Predicted formation energy per atom (eV/atom) of each cell, by the shipped model.
+
+    The generator conditions on the predictor's value, not a DFT label, so training cells from
+    sets without labels (perov_5) and user structures at generation time are treated alike.
+    """
+    from pymatgen.core import Structure
+
+    from app.engine.predictor import PropertyPredictor
+
+    predictor = PropertyPredictor(device="cpu")
+    from app.engine.predictor import graph_for_prediction
+
+    graphs = [graph_for_prediction(Structure.from_dict(dataset.structures[i])) for i in rows]
+    return predictor.predict_graphs(graphs)["formation_energy"][:, 0]
+
+
+def train_vae(epochs: int = 30, batch_size: int = 32, learning_rate: float = 5e-4, alpha: float = 1.0,
+              beta: float = 5e-4, output_dir: Path | None = None, cancel: CancelToken | None = None,
+              fresh: bool = False) -> dict:
+    """Train the conditional DFC-VAE with the frozen shipped UNet as perceptual model."""
+    output_dir = output_dir or models_dir()
+    torch.manual_seed(0)
+    dataset = load_voxel_dataset()
+    train_rows, val_rows = split(dataset)
+    energies = formation_energy_conditions(dataset, np.arange(len(dataset)))
+    edges = np.quantile(energies[train_rows], np.linspace(0, 1, 11)[1:-1])
+    deciles = np.searchsorted(edges, energies)
+
+    unet_state, unet_entry = load_state_dict(UNET_NAME, output_dir)
+    unet = UNet3D(UNetConfig(**unet_entry["architecture"]))
+    unet.load_state_dict(unet_state)
+    unet.eval().requires_grad_(False)
+
+    config = VAEConfig()
+    model = ConditionalVAE3D(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    steps = math.ceil(len(train_rows) / batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * steps, pct_start=0.1)
+    coords = torch.from_numpy(coordinate_grid_batch(dataset, np.arange(len(dataset))))
+    state = {"epoch": 0, "history": [], "best": {"score": math.inf, "state": None, "epoch": 0}}
+    path = _checkpoint(VAE_NAME)
+    if path.exists() and not fresh:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved["config"] == config.to_dict() and saved["epochs"] == epochs:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            state = saved["state"]
+    rng = np.random.default_rng(state["epoch"])
+    for epoch in range(state["epoch"], epochs):
+        model.train()
+        began = time.perf_counter()
+        totals = np.zeros(3)
+        order = rng.permutation(train_rows)
+        for step in range(steps):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            rows = order[step * batch_size:(step + 1) * batch_size]
+            if len(rows) < 2:
+                continue
+            # Cubic cells: a 90° rotation leaves the coordinate ramps unchanged, only M turns.
+            density = np.stack([_random_rotation(rng, density_channel(dataset.density[r]))[0] for r in rows])
+            maps = torch.cat([torch.from_numpy(density)[:, None], coords[rows]], dim=1)
+            condition = one_hot_condition(torch.from_numpy(deciles[rows]))
+            recon, mu, logvar = model(maps, condition)
+            mse = F.mse_loss(recon, maps)
+            kld = kl_divergence(mu, logvar)
+            perceptual = sum(F.mse_loss(a, b) for a, b in zip(unet.features(recon[:, :1]), unet.features(maps[:, :1])))
+            loss = mse + beta * kld + alpha * perceptual
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            totals += [mse.item(), kld.item(), float(perceptual)]
+        metrics = evaluate_vae_mse(model, dataset, val_rows[:500], coords, deciles)
+        if metrics["validation_mse"] < state["best"]["score"]:
+            state["best"] = {"score": metrics["validation_mse"],
+                             "state": {k: v.clone() for k, v in model.state_dict().items()}, "epoch": epoch + 1}
+        state["history"].append({"epoch": epoch + 1, "mse": totals[0] / steps, "kld": totals[1] / steps,
+                                 "perceptual": totals[2] / steps, **metrics, "seconds": time.perf_counter() - began})
+        state["epoch"] = epoch + 1
+        logger.info("VAE epoch %d/%d: %s", epoch + 1, epochs, state["history"][-1])
+        torch.save({"config": config.to_dict(), "epochs": epochs, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}, path)
+    model.load_state_dict(state["best"]["state"])
+    metrics = evaluate_vae_mse(model, dataset, val_rows, coords, deciles)
+    architecture = {**config.to_dict(), "decile_edges_eV_per_atom": [float(e) for e in edges]}
+    return _write(VAE_NAME, model, architecture, metrics, epochs, state["best"]["epoch"], len(train_rows),
+                  len(val_rows), output_dir,
+                  description="Conditional deep-feature-consistent VAE over 32³ density + coordinate maps",
+                  training={"batch_size": batch_size, "learning_rate": learning_rate, "alpha": alpha, "beta": beta,
+                            "condition": "decile of predicted formation energy per atom"})
+
+
+def coordinate_grid_batch(dataset: VoxelDataset, rows: np.ndarray) -> np.ndarray:
+    """Coordinate channels (model units) of each cell, shape ``(n, 3, G, G, G)``, float32."""
+    out = np.empty((len(rows), 3, GRID, GRID, GRID), dtype=np.float32)
+    for n, row in enumerate(rows):
+        abc = dataset.structures[row]["lattice"]
+        out[n] = coordinate_grid([abc["a"], abc["b"], abc["c"]], GRID) / COORD_SCALE
+    return out
+
+
+@torch.no_grad()
+def evaluate_vae_mse(model, dataset: VoxelDataset, rows: np.ndarray, coords: torch.Tensor, deciles: np.ndarray,
+                     batch_size: int = 32) -> dict:
+    model.eval()
+    total = 0.0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        maps = torch.cat([torch.from_numpy(density_channel(dataset.density[chunk]))[:, None], coords[chunk]], dim=1)
+        recon, _, _ = model(maps, one_hot_condition(torch.from_numpy(deciles[chunk])))
+        total += F.mse_loss(recon, maps, reduction="sum").item() / maps[0].numel()
+    return {"validation_mse": total / max(len(rows), 1)}
+
+
+def _write(name, model, architecture, metrics, epochs, best_epoch, n_train, n_val, output_dir: Path,
+           description: str, training: dict) -> dict:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    weights = output_dir / f"{name}.pt"
+    torch.save(model.state_dict(), weights)
+    entry = {
+        "file": weights.name, "sha256": sha256_of(weights), "kind": name, "description": description,
+        "architecture": architecture, "units": {"density_channel": "log1p(M [Z/Å³]) / 2", "coords": "Å / 10"},
+        "data": {"dataset": "cubic ICSG3D-class cells of mp_eform_gap + perov_5 (conventional, ≤ 40 sites)"},
+        "split": {"method": "sha256(material_id) mod 100 < 10 -> validation", "train_count": n_train,
+                  "validation_count": n_val},
+        "epochs": epochs, "best_epoch": best_epoch, "training": training, "metrics": metrics,
+        "card": f"{name}.md", "created": time.strftime("%Y-%m-%d"),
+    }
+    save_manifest_entry(name, entry, output_dir)
+    (output_dir / f"{name}.md").write_text(
+        f"# Model card: {name}\n\n{description}.\n\nTraining data: {entry['data']['dataset']}; "
+        f"{n_train} training / {n_val} validation cells (split by material-id hash).\n"
+        f"Epochs {epochs} (best {best_epoch}). Training settings: {training}.\n\n"
+        f"Validation metrics: {metrics}\n\nReproduce: `crystal-designer train {name}`.\n")
+    return entry
