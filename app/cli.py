@@ -3,7 +3,9 @@
 Subcommands
 -----------
 predict PATH...      eight properties of each structure (JSON or CSV on stdout)
-train NAME           retrain a shipped property model from the shared data
+generate --base PATH new candidate crystals around a base (ICSG3D), filtered, as CIFs
+reconstruct PATH...  encode and decode cubic crystals through the generator
+train NAME           retrain a shipped model from the shared data
 evaluate NAME        validation metrics of a shipped model
 build-index          rebuild the training-set index used by the novelty filter
 """
@@ -21,6 +23,8 @@ from typing import Sequence
 from app import __version__
 
 logger = logging.getLogger("crystal_designer")
+
+GENERATOR_MODELS = ("segmentation_unet", "density_vae")
 
 
 def _json_safe(value):
@@ -67,10 +71,133 @@ def _command_predict(args) -> int:
     return 1 if failed else 0
 
 
-def _command_train(args) -> int:
-    from app.engine.training.train_property import train
+def _read_one(path: str):
+    """The first structure in ``path``, or a CrystalDesignerError naming the problem."""
+    from app.engine.crystal_io import read_crystal_file
+    from app.engine.errors import StructureReadError
 
-    entry = train(args.name, epochs=args.epochs, fresh=args.fresh)
+    loaded = read_crystal_file(path)
+    good = [c for c in loaded if c.ok]
+    if not good:
+        raise StructureReadError(loaded[0].error if loaded else f"{path}: no structure found.")
+    return good[0].structure
+
+
+def _parse_window(text: str) -> tuple[str, tuple[float | None, float | None]]:
+    """``band_gap=1:3``, ``bulk_modulus=100:`` → (key, (min, max))."""
+    key, equals, bounds = text.partition("=")
+    low, colon, high = bounds.partition(":")
+    if not (key.strip() and equals and colon):
+        raise argparse.ArgumentTypeError(f"Window '{text}' should look like key=min:max.")
+    try:
+        return key.strip(), (float(low) if low.strip() else None, float(high) if high.strip() else None)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"Window '{text}': {error}") from error
+
+
+def _candidate_record(candidate, file_name: str | None) -> dict:
+    from app.engine.properties import PROPERTY_KEYS
+
+    record = {"file": file_name, "index": candidate.index, "formula": candidate.formula}
+    record.update({k: candidate.properties.get(k) for k in PROPERTY_KEYS})
+    record["flags"] = candidate.flags
+    record["latent_distance"] = candidate.latent_distance
+    record["kept"] = candidate.kept
+    if candidate.error:
+        record["error"] = candidate.error
+    return record
+
+
+def _command_generate(args) -> int:
+    from pathlib import Path
+
+    from app.engine.errors import CrystalDesignerError
+    from app.engine.export import safe_filename, unique_path, write_cif
+    from app.engine.generator import FUNNEL_STAGES, CrystalGenerator, GenerationSettings
+
+    settings = GenerationSettings(
+        mode=args.mode, count=args.n, sigma=args.sigma, decile=args.decile, seed=args.seed,
+        min_distance=args.min_distance, require_charge_balance=not args.allow_unbalanced,
+        require_same_formula=args.same_formula, require_novel=not args.allow_known,
+        property_windows=dict(args.window or []),
+    )
+    try:
+        settings.validate()
+        base = _read_one(args.base) if args.base else None
+        second = _read_one(args.second) if args.second else None
+        generator = CrystalGenerator(device=args.device)
+        result = generator.generate(settings, base=base, second=second)
+    except CrystalDesignerError as error:
+        print(f"crystal-designer: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    records, taken = [], set()
+    for candidate in result.kept:
+        name = None
+        if out is not None:
+            path = unique_path(out, f"{candidate.index:05d}_{safe_filename(candidate.formula or 'crystal')}", ".cif", taken)
+            write_cif(candidate.structure, path)
+            name = str(path)
+        records.append(_candidate_record(candidate, name))
+    funnel = [{"stage": key, "label": label, "count": result.funnel[key]} for key, label in FUNNEL_STAGES]
+    payload = {"settings": vars(settings), "funnel": funnel, "candidates": records}
+    if args.format == "json":
+        json.dump(payload, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        for stage in funnel:
+            print(f"{stage['label']:<28} {stage['count']:>7}")
+        for record in records:
+            print(record["file"] or record["formula"])
+    return 0
+
+
+def _command_reconstruct(args) -> int:
+    from pathlib import Path
+
+    from app.engine.crystal_io import read_crystals
+    from app.engine.errors import CrystalDesignerError
+    from app.engine.export import safe_filename, unique_path, write_cif
+    from app.engine.generator import CrystalGenerator
+
+    try:
+        generator = CrystalGenerator(device=args.device)
+    except CrystalDesignerError as error:
+        print(f"crystal-designer: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, failed, taken = [], 0, set()
+    for crystal in read_crystals(args.paths):
+        record = {"source": crystal.source, "file": None, "error": crystal.error}
+        if crystal.ok:
+            try:
+                decoded = generator.reconstruct(crystal.structure)
+                stem = safe_filename(Path(crystal.source.split("#")[0]).stem + (f"_{crystal.block}" if crystal.block else ""))
+                path = unique_path(out, stem, ".cif", taken)
+                write_cif(decoded, path)
+                record.update(file=str(path), formula=decoded.composition.reduced_formula)
+            except CrystalDesignerError as error:
+                record["error"] = f"{crystal.name}: {error}"
+        failed += record["error"] is not None
+        records.append(record)
+    json.dump(records, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 1 if failed else 0
+
+
+def _command_train(args) -> int:
+    if args.name in GENERATOR_MODELS:
+        from app.engine.training import train_generator
+
+        train = train_generator.train_unet if args.name == train_generator.UNET_NAME else train_generator.train_vae
+        entry = train(**({"epochs": args.epochs} if args.epochs else {}), fresh=args.fresh)
+    else:
+        from app.engine.training.train_property import train
+
+        entry = train(args.name, epochs=args.epochs, fresh=args.fresh)
     json.dump(entry["metrics"], sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -115,8 +242,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     from app.engine.training.recipes import RECIPE_NAMES
 
-    train = commands.add_parser("train", help="retrain a property model from ../shared/data (hours on CPU)")
-    train.add_argument("name", choices=RECIPE_NAMES)
+    generate = commands.add_parser("generate", help="generate candidate crystals (ICSG3D) and filter them")
+    generate.add_argument("--base", help="base structure file (modes around, interpolate)")
+    generate.add_argument("--second", help="second structure (mode interpolate)")
+    generate.add_argument("--mode", choices=("around", "random", "interpolate"), default="around")
+    generate.add_argument("--n", type=int, default=100, help="number of latent samples")
+    generate.add_argument("--sigma", type=float, default=0.5, help="latent spread around the base")
+    generate.add_argument("--decile", type=int, default=None, help="formation-energy decile 0-9 (default: base's)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--min-distance", type=float, default=0.5, help="smallest allowed distance (Å)")
+    generate.add_argument("--same-formula", action="store_true", help="keep only the base's formula")
+    generate.add_argument("--allow-known", action="store_true", help="keep structures of the training set")
+    generate.add_argument("--allow-unbalanced", action="store_true", help="keep non-charge-balanced ones")
+    generate.add_argument("--window", action="append", type=_parse_window, metavar="KEY=MIN:MAX",
+                          help="keep predictions inside this window, e.g. band_gap=1:3 (repeatable)")
+    generate.add_argument("--out", help="folder for the kept candidates' CIFs")
+    generate.add_argument("--format", choices=("json", "text"), default="json")
+    generate.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    generate.set_defaults(handler=_command_generate)
+
+    reconstruct = commands.add_parser("reconstruct", help="encode + decode structures through the generator")
+    reconstruct.add_argument("paths", nargs="+")
+    reconstruct.add_argument("--out", required=True, help="folder for <input stem>.cif")
+    reconstruct.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    reconstruct.set_defaults(handler=_command_reconstruct)
+
+    train = commands.add_parser("train", help="retrain a model from ../shared/data (hours on CPU)")
+    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS)
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
     train.set_defaults(handler=_command_train)

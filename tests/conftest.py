@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -20,11 +21,12 @@ TINY_TARGETS = {
 
 
 def write_tiny_models(folder: Path, seed: int = 0) -> Path:
-    """Random-weight CGCNNs (width 8) for every property model, with a valid manifest."""
+    """Random-weight models (tiny widths) for every shipped model, with a valid manifest and index."""
     import torch
 
     from app.engine.cgcnn import CGCNN, CGCNNConfig
     from app.engine.registry import save_manifest_entry, sha256_of
+    from app.engine.voxel_models import ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -35,6 +37,19 @@ def write_tiny_models(folder: Path, seed: int = 0) -> Path:
         torch.save(model.state_dict(), path)
         save_manifest_entry(name, {"file": path.name, "sha256": sha256_of(path), "kind": "cgcnn",
                                    "architecture": config.to_dict(), "created": "test"}, folder)
+    vae_config = VAEConfig(latent_dim=8, widths=[4, 4, 8, 8])
+    unet_config = UNetConfig(species=[11, 17, 38, 22, 8], widths=[4, 8])
+    for name, model, architecture in (
+        ("density_vae", ConditionalVAE3D(vae_config),
+         {**vae_config.to_dict(), "decile_edges_eV_per_atom": [-3 + 0.3 * i for i in range(9)]}),
+        ("segmentation_unet", UNet3D(unet_config), unet_config.to_dict()),
+    ):
+        path = folder / f"{name}.pt"
+        torch.save(model.state_dict(), path)
+        save_manifest_entry(name, {"file": path.name, "sha256": sha256_of(path), "kind": name,
+                                   "architecture": architecture, "created": "test"}, folder)
+    with gzip.open(folder / "training_index.json.gz", "wt") as handle:
+        json.dump({"formulas": {"NaCl": {"225": ["mp-22862"]}}}, handle)
     shutil.copy(REPO / "models" / "element_references.json", folder / "element_references.json")
     return folder
 
