@@ -204,9 +204,15 @@ def _command_train(args) -> int:
 
 
 def _command_evaluate(args) -> int:
-    from app.engine.training.train_property import evaluate
+    if args.name == "generator":
+        from app.engine.training.evaluate_generator import evaluate_generator
 
-    json.dump(evaluate(args.name), sys.stdout, indent=2)
+        report = evaluate_generator(n_reconstruct=args.n_reconstruct, n_samples=args.n_samples)
+    else:
+        from app.engine.training.train_property import evaluate
+
+        report = evaluate(args.name)
+    json.dump(report, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
     return 0
 
@@ -274,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_command_train)
 
     evaluate = commands.add_parser("evaluate", help="validation metrics of a shipped model")
-    evaluate.add_argument("name", choices=RECIPE_NAMES)
+    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator",))
+    evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
+    evaluate.add_argument("--n-samples", type=int, default=1000, help="generator: random samples")
     evaluate.set_defaults(handler=_command_evaluate)
 
     index = commands.add_parser("build-index", help="rebuild models/ training index and element references")

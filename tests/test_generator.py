@@ -121,3 +121,16 @@ def test_non_cubic_base_is_refused_clearly(generator):
     rutile = Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.59, 2.96), ["Ti", "O"], [[0, 0, 0], [.3, .3, 0]])
     with pytest.raises(StructureReadError, match="cubic"):
         generator.generate(GenerationSettings(mode="around", count=2), base=rutile)
+
+
+def test_reconstruction_metrics_are_computed_per_structure(generator):
+    from app.engine.training.evaluate_generator import evaluate_reconstruction, evaluate_sampling
+
+    cscl = Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [.5, .5, .5]])
+    report = evaluate_reconstruction(generator, [nacl(), cscl])
+    assert report["count"] == 2
+    assert 0.0 <= report["match_rate"] <= 1.0
+    assert report["mean_abs_delta_sites"] is not None
+    sampling = evaluate_sampling(generator, count=10)
+    assert sampling["count"] == 10
+    assert 0.0 <= sampling["structural_validity"] <= sampling["decoded"] <= 1.0
