@@ -29,7 +29,7 @@ def nacl(a=5.64):
 def generator(tiny_models):
     torch.manual_seed(0)
     vae = ConditionalVAE3D(VAEConfig(latent_dim=8, widths=[4, 4, 8, 8]))
-    unet = UNet3D(UNetConfig(species=[11, 17], widths=[4, 8]))
+    unet = UNet3D(UNetConfig(species=[11, 17], widths=[4, 8], in_channels=2))
     return CrystalGenerator(device="cpu", vae=vae, unet=unet,
                             predictor=PropertyPredictor(device="cpu", folder=tiny_models),
                             training_index=KnownPairs({("NaCl", 225)}),

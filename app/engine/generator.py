@@ -229,7 +229,7 @@ class CrystalGenerator:
 
     def decode_latents(self, z: np.ndarray, decile: int) -> list[tuple[object | None, np.ndarray, str | None]]:
         """Decode latent vectors (shape ``(n, latent)``) to ``(structure or None, density, error)``."""
-        from app.engine.training.train_generator import segment_labels
+        from app.engine.training.train_generator import segment_labels, voxel_sizes
         from app.engine.voxel_models import one_hot_condition
 
         torch = self._torch
@@ -237,14 +237,17 @@ class CrystalGenerator:
             zt = torch.from_numpy(z.astype(np.float32)).to(self.device)
             condition = one_hot_condition(torch.full((len(z),), decile), self.vae.config.n_conditions).to(self.device)
             maps = self.vae.decode(zt, condition)
-            labels = segment_labels(self.unet, maps[:, 0]).cpu().numpy()
+            abcs = np.stack([lattice_from_coords(m[1:]) for m in maps.float().cpu().numpy()])
+            # The decoded cell may come out slightly non-cubic; the UNet and the cell use the mean.
+            lengths = np.clip(abcs.mean(axis=1), 1.0, 40.0)
+            labels = segment_labels(self.unet, maps[:, 0], torch.from_numpy(voxel_sizes(lengths)).to(self.device))
+            labels = labels.cpu().numpy()
             maps = maps.float().cpu().numpy()
         out = []
-        for channels, species in zip(maps, labels):
+        for channels, species, length in zip(maps, labels, lengths):
             density = density_from_model(channels[0])
             try:
-                abc = lattice_from_coords(channels[1:])
-                out.append((decode(density, species, abc), density, None))
+                out.append((decode(density, species, [length] * 3), density, None))
             except (StructureReadError, ValueError) as error:
                 out.append((None, density, str(error)))
         return out

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from app.engine.cancel import CancelToken
-from app.engine.density import DENSITY_SCALE, GRID, coordinate_grid, COORD_SCALE
+from app.engine.density import BOX_MARGIN, COORD_SCALE, DENSITY_SCALE, GRID, coordinate_grid
 from app.engine.paths import models_dir
 from app.engine.registry import load_state_dict, save_manifest_entry, sha256_of
 from app.engine.training.datasets import is_validation
@@ -28,12 +28,20 @@ from app.engine.voxel_models import ConditionalVAE3D, UNet3D, UNetConfig, VAECon
 logger = logging.getLogger(__name__)
 
 UNET_NAME = "segmentation_unet"
+#: Voxel edge lengths (Å) are divided by this in the UNet's second channel (typical 0.2-0.6 Å).
+VOXEL_SIZE_SCALE = 0.5
 VAE_NAME = "density_vae"
 
 
 def density_channel(density: np.ndarray) -> np.ndarray:
     """Model units of the density channel (same transform as ``density.model_input``)."""
     return (np.log1p(density.astype(np.float32)) / DENSITY_SCALE).astype(np.float32)
+
+
+def lattice_lengths(dataset: VoxelDataset, rows=None) -> np.ndarray:
+    """Cubic cell length a (Å) of each cell, shape ``(n,)``."""
+    rows = range(len(dataset)) if rows is None else rows
+    return np.array([dataset.structures[r]["lattice"]["a"] for r in rows], dtype=np.float32)
 
 
 def split(dataset: VoxelDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +82,32 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def _unet_loss(model: UNet3D, density: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor):
-    species_logits, mask_logits = model(density[:, None])
+def unet_input(density: torch.Tensor, voxel_size: torch.Tensor) -> torch.Tensor:
+    """UNet input: density channel plus a constant voxel-size channel.
+
+    An atom's blob width in voxels depends on the cell size, so the UNet is told the voxel
+    edge length (Å, divided by ``VOXEL_SIZE_SCALE``) to read the ionic radius, and with it
+    the species. A constant channel, unlike raw coordinates, is the same in every crop.
+
+    Parameters
+    ----------
+    density : torch.Tensor
+        Shape ``(batch, D, H, W)``, model units.
+    voxel_size : torch.Tensor
+        Shape ``(batch,)``, Å.
+    """
+    size = (voxel_size / VOXEL_SIZE_SCALE).to(density.dtype)[:, None, None, None].expand_as(density)
+    return torch.stack([density, size], dim=1)
+
+
+def voxel_sizes(lattice_a: np.ndarray) -> np.ndarray:
+    """Voxel edge (Å) of cells with length ``lattice_a`` (Å): the box spans 1.5 cells in GRID voxels."""
+    return np.asarray(lattice_a, dtype=np.float32) * (1 + 2 * BOX_MARGIN) / GRID
+
+
+def _unet_loss(model: UNet3D, density: torch.Tensor, voxel_size: torch.Tensor, labels: torch.Tensor,
+               weights: torch.Tensor):
+    species_logits, mask_logits = model(unet_input(density, voxel_size))
     occupied = labels > 0
     ce = F.cross_entropy(species_logits, labels, weight=weights, reduction="sum") / (
         weights[labels].sum().clamp(min=1e-6))
@@ -83,20 +115,22 @@ def _unet_loss(model: UNet3D, density: torch.Tensor, labels: torch.Tensor, weigh
     return ce + bce, species_logits, mask_logits
 
 
-def segment_labels(model: UNet3D, density_channel_batch: torch.Tensor) -> torch.Tensor:
+def segment_labels(model: UNet3D, density_channel_batch: torch.Tensor, voxel_size: torch.Tensor) -> torch.Tensor:
     """Atomic-number map from the UNet: occupied voxels take the most likely element.
 
     Parameters
     ----------
     density_channel_batch : torch.Tensor
         Shape ``(batch, G, G, G)``, model units.
+    voxel_size : torch.Tensor
+        Shape ``(batch,)``, Å.
 
     Returns
     -------
     torch.Tensor
         Shape ``(batch, G, G, G)``, int64 atomic numbers (0 = empty).
     """
-    species_logits, mask_logits = model(density_channel_batch[:, None])
+    species_logits, mask_logits = model(unet_input(density_channel_batch, voxel_size))
     species_logits[:, 0] = -torch.inf  # occupancy comes from the mask head
     vocab = torch.tensor([0] + list(model.config.species), device=species_logits.device)
     labels = vocab[species_logits.argmax(dim=1)]
@@ -113,7 +147,8 @@ def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_
     vocabulary = sorted(int(z) for z in np.unique(dataset.species) if z > 0)
     lookup = np.zeros(256, dtype=np.int64)
     lookup[vocabulary] = np.arange(1, len(vocabulary) + 1)
-    config = UNetConfig(species=vocabulary)
+    config = UNetConfig(species=vocabulary, in_channels=2)
+    sizes = voxel_sizes(lattice_lengths(dataset))
     model = UNet3D(config)
     weights = torch.from_numpy(class_weights(lookup[dataset.species[train_rows[:2000]]], model.n_classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
@@ -141,12 +176,13 @@ def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_
             if len(rows) < 2:
                 continue
             density, labels = [], []
+            size = torch.from_numpy(sizes[rows])
             for row in rows:
                 d, s = _random_rotation(rng, dataset.density[row], dataset.species[row])
                 i, j, k = rng.integers(0, GRID - crop + 1, size=3)
                 density.append(density_channel(d[i:i + crop, j:j + crop, k:k + crop]))
                 labels.append(lookup[s[i:i + crop, j:j + crop, k:k + crop]])
-            loss, _, _ = _unet_loss(model, torch.from_numpy(np.stack(density)),
+            loss, _, _ = _unet_loss(model, torch.from_numpy(np.stack(density)), size,
                                     torch.from_numpy(np.stack(labels)), weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -183,7 +219,7 @@ def evaluate_unet(model: UNet3D, dataset: VoxelDataset, rows: np.ndarray, batch_
         chunk = rows[start:start + batch_size]
         density = torch.from_numpy(density_channel(dataset.density[chunk]))
         truth = torch.from_numpy(dataset.species[chunk].astype(np.int64))
-        predicted = segment_labels(model, density)
+        predicted = segment_labels(model, density, torch.from_numpy(voxel_sizes(lattice_lengths(dataset, chunk))))
         occupied = truth > 0
         correct += int((predicted[occupied] == truth[occupied]).sum())
         total += int(occupied.sum())
@@ -236,6 +272,7 @@ def train_vae(epochs: int = 30, batch_size: int = 32, learning_rate: float = 5e-
     steps = math.ceil(len(train_rows) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * steps, pct_start=0.1)
     coords = torch.from_numpy(coordinate_grid_batch(dataset, np.arange(len(dataset))))
+    sizes = voxel_sizes(lattice_lengths(dataset))
     state = {"epoch": 0, "history": [], "best": {"score": math.inf, "state": None, "epoch": 0}}
     path = _checkpoint(VAE_NAME)
     if path.exists() and not fresh:
@@ -264,7 +301,9 @@ def train_vae(epochs: int = 30, batch_size: int = 32, learning_rate: float = 5e-
             recon, mu, logvar = model(maps, condition)
             mse = F.mse_loss(recon, maps)
             kld = kl_divergence(mu, logvar)
-            perceptual = sum(F.mse_loss(a, b) for a, b in zip(unet.features(recon[:, :1]), unet.features(maps[:, :1])))
+            size = torch.from_numpy(sizes[rows])
+            perceptual = sum(F.mse_loss(a, b) for a, b in zip(unet.features(unet_input(recon[:, 0], size)),
+                                                               unet.features(unet_input(maps[:, 0], size))))
             loss = mse + beta * kld + alpha * perceptual
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
