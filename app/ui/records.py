@@ -1,0 +1,214 @@
+"""One row of the app's data: a library structure or a generated candidate (no Qt here).
+
+Records are built from what the worker sends (see ``app.worker.jobs``) or from the saved
+session (see ``app.session``), and turned back into session dicts and export rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.engine.properties import PROPERTY_KEYS
+
+logger = logging.getLogger(__name__)
+
+LIBRARY, GENERATED = "library", "generated"
+#: Library status values.
+READING, PREDICTING, READY, FAILED = "reading", "predicting", "ready", "failed"
+
+#: Funnel flags in the order the generator applies them, with the words shown when one fails.
+FLAG_LABELS = (
+    ("decoded", "not decoded"),
+    ("distance_ok", "atoms too close"),
+    ("charge_balanced", "not charge balanced"),
+    ("same_formula", "other formula"),
+    ("novel", "in training set"),
+    ("in_windows", "outside property windows"),
+    ("unique", "duplicate"),
+)
+
+_uids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class CrystalRecord:
+    """Everything the table, library, viewer, session and export know about one crystal.
+
+    Attributes
+    ----------
+    origin : str
+        ``library`` or ``generated``.
+    name : str
+        Label shown and used for exported file names.
+    source : str
+        File path (``path#block`` for one block of a CIF) of library entries; "" for candidates.
+    structure : pymatgen.core.Structure or None
+        None while reading, for unreadable files, and for rejected candidates; parsed lazily
+        from ``cif_text`` for candidates restored from a session (see :meth:`get_structure`).
+    properties : dict
+        The eight predicted properties (None where undefined or not predicted yet).
+    flags : dict
+        Funnel flags of candidates (``decoded``, ``distance_ok`` …).
+    density : numpy.ndarray or None
+        Decoded density of a kept candidate, shape (32, 32, 32), float16, Z/Å³.
+    """
+
+    origin: str
+    name: str
+    source: str = ""
+    path: str = ""
+    structure: object | None = None
+    cif_text: str | None = None
+    formula: str | None = None
+    space_group: str | None = None
+    n_sites: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    status: str = READY
+    properties: dict[str, float | None] = field(default_factory=dict)
+    prediction_error: str | None = None
+    flags: dict[str, bool] = field(default_factory=dict)
+    kept: bool | None = None
+    latent_distance: float | None = None
+    base_name: str | None = None
+    index: int | None = None
+    density: np.ndarray | None = None
+    uid: int = field(default_factory=lambda: next(_uids))
+
+    @property
+    def is_candidate(self) -> bool:
+        return self.origin == GENERATED
+
+    @property
+    def has_structure(self) -> bool:
+        return self.structure is not None or self.cif_text is not None
+
+    def get_structure(self):
+        """The structure, parsing the stored CIF text on first use; None if there is none."""
+        if self.structure is None and self.cif_text:
+            from pymatgen.core import Structure
+
+            try:
+                self.structure = Structure.from_str(self.cif_text, fmt="cif")
+            except Exception as error:  # a hand-edited session file; the row stays, without structure
+                logger.warning("The stored CIF of %s cannot be parsed: %s", self.name, error)
+                self.cif_text = None
+        return self.structure
+
+    def property(self, key: str) -> float | None:
+        value = self.properties.get(key)
+        return None if value is None else float(value)
+
+    def rejection(self) -> str | None:
+        """Why a candidate was not kept (first failing funnel stage), None if kept or not a candidate."""
+        if not self.is_candidate or self.kept:
+            return None
+        if self.error:
+            return self.error
+        failed = [label for key, label in FLAG_LABELS if self.flags.get(key) is False]
+        return ", ".join(failed) if failed else "filtered"
+
+
+# --- from the worker ----------------------------------------------------------------------------
+
+def library_record(entry: dict) -> CrystalRecord:
+    """Record of one read entry (``jobs._read_entry``); predicting unless it failed to read."""
+    error = entry.get("error")
+    return CrystalRecord(
+        origin=LIBRARY, name=entry.get("name") or entry["source"], source=entry["source"],
+        path=entry.get("path") or entry["source"], structure=entry.get("structure"),
+        formula=entry.get("formula"), space_group=entry.get("space_group"), n_sites=entry.get("n_sites"),
+        warnings=list(entry.get("warnings") or []), error=error,
+        status=FAILED if error else PREDICTING,
+    )
+
+
+def apply_prediction(record: CrystalRecord, prediction: dict) -> None:
+    """Store one ``read_and_predict`` result (``{"properties", "error"}``) on its record."""
+    record.properties = dict(prediction.get("properties") or {})
+    record.prediction_error = prediction.get("error")
+    record.status = READY
+
+
+def candidate_name(base_name: str | None, index: int, formula: str | None) -> str:
+    stem = (base_name or "random").rsplit(".", 1)[0]
+    return f"{stem}_gen{index:05d}_{formula or 'none'}"
+
+
+def candidate_record(payload: dict, base_name: str | None) -> CrystalRecord:
+    """Record of one streamed candidate (``jobs._candidate_payload``)."""
+    return CrystalRecord(
+        origin=GENERATED, name=candidate_name(base_name, payload["index"], payload.get("formula")),
+        structure=payload.get("structure"), cif_text=payload.get("cif"), formula=payload.get("formula"),
+        space_group=payload.get("space_group"), n_sites=payload.get("n_sites"), error=payload.get("error"),
+        properties=dict(payload.get("properties") or {}), flags=dict(payload.get("flags") or {}),
+        kept=bool(payload.get("kept")), latent_distance=payload.get("latent_distance"),
+        base_name=base_name, index=payload.get("index"), density=payload.get("density"),
+    )
+
+
+# --- session ------------------------------------------------------------------------------------
+
+def _clean_properties(values: dict) -> dict:
+    return {k: (None if values.get(k) is None else float(values[k])) for k in PROPERTY_KEYS if k in values}
+
+
+def to_session(record: CrystalRecord) -> dict | None:
+    """The session dict of a library entry or a kept candidate; None for what is not saved."""
+    if record.origin == LIBRARY:
+        return {"source": record.source, "path": record.path, "name": record.name, "formula": record.formula,
+                "space_group": record.space_group, "n_sites": record.n_sites, "warnings": record.warnings,
+                "error": record.error, "properties": _clean_properties(record.properties) or None,
+                "prediction_error": record.prediction_error}
+    if record.kept and record.cif_text:
+        return {"name": record.name, "cif": record.cif_text, "formula": record.formula,
+                "space_group": record.space_group, "n_sites": record.n_sites,
+                "properties": _clean_properties(record.properties), "flags": dict(record.flags),
+                "latent_distance": record.latent_distance, "base": record.base_name, "index": record.index}
+    return None
+
+
+def library_from_session(data: dict) -> CrystalRecord:
+    """A library record restored from the session; its structure is re-read by the worker."""
+    properties = data.get("properties")
+    return CrystalRecord(
+        origin=LIBRARY, name=str(data.get("name") or data["source"]), source=data["source"],
+        path=str(data.get("path") or data["source"]), formula=data.get("formula"),
+        space_group=data.get("space_group"), n_sites=data.get("n_sites"),
+        warnings=[str(w) for w in data.get("warnings") or []], error=data.get("error"),
+        properties=dict(properties) if isinstance(properties, dict) else {},
+        prediction_error=data.get("prediction_error"),
+        status=FAILED if data.get("error") else (READY if isinstance(properties, dict) or data.get("prediction_error")
+                                                 else PREDICTING),
+    )
+
+
+def candidate_from_session(data: dict) -> CrystalRecord:
+    """A kept candidate restored from the session (structure parsed from its CIF on first use)."""
+    return CrystalRecord(
+        origin=GENERATED, name=str(data.get("name") or "candidate"), cif_text=data["cif"],
+        formula=data.get("formula"), space_group=data.get("space_group"), n_sites=data.get("n_sites"),
+        properties=dict(data.get("properties") or {}), flags=dict(data.get("flags") or {}), kept=True,
+        latent_distance=data.get("latent_distance"), base_name=data.get("base"), index=data.get("index"),
+    )
+
+
+# --- export -------------------------------------------------------------------------------------
+
+def export_row(record: CrystalRecord) -> dict | None:
+    """The row ``export_structures`` writes for this record; None when it has no structure."""
+    structure = record.get_structure()
+    if structure is None:
+        return None
+    row = {"structure": structure, "name": record.name, "formula": record.formula or
+           structure.composition.reduced_formula, "origin": record.origin, "source": record.source or None,
+           "space_group": record.space_group, "sites": record.n_sites or len(structure)}
+    row.update({key: record.property(key) for key in PROPERTY_KEYS})
+    if record.is_candidate:
+        row.update({"base": record.base_name, "latent_distance": record.latent_distance, "kept": record.kept})
+        row.update({f"flag_{key}": record.flags.get(key) for key, _ in FLAG_LABELS})
+    return row

@@ -1,0 +1,168 @@
+"""Jobs the worker process runs: top-level functions ``job(context, **kwargs) -> result``.
+
+Each is pickled by reference into a :class:`~app.worker.protocol.JobRequest`. They receive a
+:class:`~app.worker.process.JobContext` (progress, streaming, cancel token, models) and return
+plain data: dicts, lists, numpy arrays and pymatgen structures.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from app.engine.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Read entries are streamed to the app in chunks of this many, so a big folder fills in steadily.
+READ_CHUNK = 50
+
+
+def space_group_label(structure) -> str:
+    """``"Fm-3m (225)"``, or ``"?"`` when spglib cannot analyse the structure."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
+        return f"{analyzer.get_space_group_symbol()} ({analyzer.get_space_group_number()})"
+    except Exception:  # spglib raises assorted types on degenerate or disordered cells
+        return "?"
+
+
+def _read_entry(crystal) -> dict:
+    """Everything the library shows about one read crystal (see ``app.ui.records``)."""
+    structure = crystal.structure if crystal.ok else None
+    return {
+        "source": crystal.source,
+        "path": crystal.source.removesuffix(f"#{crystal.block}") if crystal.block else crystal.source,
+        "name": crystal.name,
+        "structure": structure,
+        "warnings": list(crystal.warnings),
+        "error": crystal.error,
+        "formula": structure.composition.reduced_formula if structure is not None else None,
+        "space_group": space_group_label(structure) if structure is not None else None,
+        "n_sites": len(structure) if structure is not None else None,
+    }
+
+
+def _read(context, paths: list[str]) -> list[dict]:
+    from app.engine.crystal_io import read_crystals
+
+    crystals = read_crystals([Path(p) for p in paths], progress=context.progress, cancel=context.cancel)
+    entries = []
+    for start in range(0, len(crystals), READ_CHUNK):
+        context.cancel.raise_if_cancelled()
+        chunk = [_read_entry(c) for c in crystals[start:start + READ_CHUNK]]
+        context.emit(chunk)
+        entries.extend(chunk)
+    return entries
+
+
+def load_models(context) -> dict:
+    """Load the property predictor and the generator; see ``WorkerModels.load`` for the result."""
+    return context.models.load()
+
+
+def read_files(context, paths: list[str]) -> list[dict]:
+    """Read crystal files and folders (no prediction); entries are also streamed as items."""
+    return _read(context, paths)
+
+
+def read_and_predict(context, paths: list[str]) -> list[dict]:
+    """Read files and folders, stream the read entries, then predict the eight properties.
+
+    Returns
+    -------
+    list of dict
+        One ``{"source", "properties" (dict or None), "error" (str or None)}`` per readable
+        structure, in reading order.
+    """
+    entries = [e for e in _read(context, paths) if e["structure"] is not None]
+    try:
+        predictor = context.models.predictor
+    except ModelError as error:
+        return [{"source": e["source"], "properties": None, "error": str(error)} for e in entries]
+    outcomes = predictor.predict([e["structure"] for e in entries], progress=context.progress, cancel=context.cancel)
+    results = []
+    for entry, outcome in zip(entries, outcomes):
+        if isinstance(outcome, Exception):
+            results.append({"source": entry["source"], "properties": None, "error": str(outcome)})
+        else:
+            results.append({"source": entry["source"], "properties": dict(outcome.values), "error": None})
+    return results
+
+
+def _candidate_payload(candidate) -> dict:
+    """What the app needs of one candidate; the structure, CIF and density only if kept."""
+    payload = {
+        "index": candidate.index,
+        "formula": candidate.formula,
+        "properties": dict(candidate.properties),
+        "flags": dict(candidate.flags),
+        "latent_distance": float(candidate.latent_distance),
+        "kept": bool(candidate.kept),
+        "error": candidate.error,
+        "n_sites": len(candidate.structure) if candidate.structure is not None else None,
+        "structure": None, "cif": None, "density": None, "space_group": None,
+    }
+    if candidate.kept and candidate.structure is not None:
+        from pymatgen.io.cif import CifWriter
+
+        payload.update(structure=candidate.structure, cif=str(CifWriter(candidate.structure)),
+                       density=candidate.density, space_group=space_group_label(candidate.structure))
+    return payload
+
+
+def generate(context, settings: dict, base=None, second=None) -> dict:
+    """Generate candidates, streaming them in batches as items.
+
+    Parameters
+    ----------
+    settings : dict
+        Keyword arguments of :class:`~app.engine.generator.GenerationSettings`.
+    base, second : pymatgen.core.Structure, optional
+
+    Returns
+    -------
+    dict
+        ``{"funnel": {stage key: count}}``.
+    """
+    from app.engine.generator import GenerationSettings
+
+    generator = context.models.generator
+    pending: list[dict] = []
+
+    def on_candidate(candidate) -> None:
+        pending.append(_candidate_payload(candidate))
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        # One message per batch: the candidates first, so counts and rows agree in the app.
+        context.emit(pending)
+        pending.clear()
+        context.progress(done, total, message)
+
+    result = generator.generate(GenerationSettings(**settings), base=base, second=second, progress=progress,
+                                cancel=context.cancel, on_candidate=on_candidate)
+    context.emit(pending)
+    return {"funnel": dict(result.funnel)}
+
+
+def encode_density(context, structure) -> dict:
+    """Voxel density map of a cubic crystal for the viewer.
+
+    Returns
+    -------
+    dict
+        ``density`` (numpy (32, 32, 32) float32, Z/Å³), ``lattice_abc`` (3 floats, Å) and
+        ``structure`` (the conventional cell the map is computed for).
+
+    Raises
+    ------
+    StructureReadError
+        Non-cubic or > 40-site cells (the engine's message).
+    """
+    from app.engine.density import encode
+
+    encoded = encode(structure)
+    return {"density": encoded.density, "lattice_abc": [float(x) for x in encoded.lattice_abc],
+            "structure": encoded.structure}

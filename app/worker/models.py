@@ -1,0 +1,135 @@
+"""The models the worker process holds: the property predictor and the generator.
+
+Both load once per worker process and stay in memory. A missing or broken generator never
+stops prediction: its error is kept and reported ("generator models not available: …").
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from app.engine.errors import CrystalDesignerError, ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Decoded cells outside this range (Å) are rejected before the property models see them. No
+#: real cubic conventional cell is below ~2.8 Å, and the voxel box only resolves a few tens of Å;
+#: an untrained or diverging decoder can give lengths of 1e-5 Å, whose neighbour search would
+#: enumerate billions of periodic images.
+PLAUSIBLE_CELL_LENGTH_A = (2.0, 40.0)
+
+
+def _plausible_generator_class():
+    """``CrystalGenerator`` subclass that rejects decoded cells of implausible size.
+
+    Built lazily so importing this module does not import the generator's dependencies.
+    """
+    from app.engine.generator import CrystalGenerator
+
+    class PlausibleCellGenerator(CrystalGenerator):
+        def decode_latents(self, z, decile):
+            low, high = PLAUSIBLE_CELL_LENGTH_A
+            checked = []
+            for structure, density, error in super().decode_latents(z, decile):
+                if structure is not None:
+                    abc = np.asarray(structure.lattice.abc)
+                    if not np.all((abc >= low) & (abc <= high)):
+                        lengths = ", ".join(f"{x:.3g}" for x in abc)
+                        structure, error = None, (f"The decoded cell (a, b, c = {lengths} Å) is outside the "
+                                                  f"plausible range {low:g}–{high:g} Å.")
+                checked.append((structure, density, error))
+            return checked
+
+    return PlausibleCellGenerator
+
+
+class WorkerModels:
+    """Lazily loaded models of one worker process.
+
+    Parameters
+    ----------
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    """
+
+    def __init__(self, device: str = "auto") -> None:
+        self.device_preference = device
+        self._predictor = None
+        self._generator = None
+        self.predictor_error: str | None = None
+        self.generator_error: str | None = None
+        self._loaded = False
+
+    def load(self) -> dict:
+        """Load the predictor and the generator (once); describe what is available.
+
+        Returns
+        -------
+        dict
+            ``device`` (str), ``versions`` ({model: version}), ``predictor_error`` and
+            ``generator_error`` (str or None), ``decile_edges`` (9 floats in eV/atom, or None).
+        """
+        if not self._loaded:
+            self._loaded = True
+            self._load_predictor()
+            if self._predictor is not None:
+                self._load_generator()
+            else:
+                self.generator_error = f"generator models not available: {self.predictor_error}"
+        return self.describe()
+
+    def _load_predictor(self) -> None:
+        from app.engine.predictor import PropertyPredictor
+
+        try:
+            self._predictor = PropertyPredictor(device=self.device_preference)
+        except CrystalDesignerError as error:
+            self.predictor_error = f"property models not available: {error}"
+            logger.warning("%s", self.predictor_error)
+
+    def _load_generator(self) -> None:
+        try:
+            self._generator = _plausible_generator_class()(device=self.device_preference, predictor=self._predictor)
+        except (CrystalDesignerError, OSError, KeyError, ValueError, RuntimeError) as error:
+            # RuntimeError: torch's load_state_dict on weights of another architecture.
+            self.generator_error = f"generator models not available: {error}"
+            logger.warning("%s", self.generator_error)
+
+    def describe(self) -> dict:
+        versions = dict(self._predictor.versions) if self._predictor is not None else {}
+        edges = None
+        if self._generator is not None:
+            edges = [float(x) for x in self._generator.decile_edges]
+            versions.update(self._generator_versions())
+        device = str(self._predictor.device) if self._predictor is not None else self.device_preference
+        return {"device": device, "versions": versions, "predictor_error": self.predictor_error,
+                "generator_error": self.generator_error, "decile_edges": edges}
+
+    @staticmethod
+    def _generator_versions() -> dict[str, str]:
+        from app.engine.registry import load_manifest
+
+        try:
+            manifest = load_manifest()
+        except (CrystalDesignerError, OSError, ValueError):
+            return {}
+        return {name: f"{manifest[name].get('created', '?')} {str(manifest[name].get('sha256', ''))[:8]}"
+                for name in ("density_vae", "segmentation_unet") if name in manifest}
+
+    @property
+    def predictor(self):
+        """The :class:`~app.engine.predictor.PropertyPredictor`; ModelError if unavailable."""
+        self.load()
+        if self._predictor is None:
+            raise ModelError(self.predictor_error or "property models not available")
+        return self._predictor
+
+    @property
+    def generator(self):
+        """The :class:`~app.engine.generator.CrystalGenerator`; ModelError if unavailable."""
+        self.load()
+        if self._generator is None:
+            raise ModelError(self.generator_error or "generator models not available")
+        return self._generator

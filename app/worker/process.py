@@ -1,0 +1,167 @@
+"""The worker process: runs one job at a time and streams progress and results back.
+
+:func:`worker_main` is the target of a ``multiprocessing`` *spawn* process (a fresh interpreter:
+no Qt, and torch is imported here, never in the window's process). It is a top-level function
+of an importable module, so it works with ``multiprocessing.freeze_support()`` in frozen apps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import traceback
+from typing import Any
+
+from app.engine.cancel import CancelToken
+from app.engine.errors import CancelledError, CrystalDesignerError
+from app.worker import protocol
+from app.worker.protocol import JobRequest, Reply
+
+logger = logging.getLogger(__name__)
+
+
+class SharedCancelToken(CancelToken):
+    """Cancellation of one job through a ``multiprocessing.Event`` shared with the app.
+
+    The app sets ``job_value`` to the id of the job to stop, then sets ``event``. Keying on the
+    job id means a late cancel for a finished job never stops the next one.
+    """
+
+    def __init__(self, event, job_value, job_id: int) -> None:
+        super().__init__()
+        self._shared_event = event
+        self._job_value = job_value
+        self._job_id = job_id
+
+    def cancel(self) -> None:
+        self._job_value.value = self._job_id
+        self._shared_event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._shared_event.is_set() and self._job_value.value == self._job_id
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise CancelledError("Cancelled by the user.")
+
+
+class JobContext:
+    """What a job function gets: progress and streaming back to the app, cancel token, models.
+
+    Parameters
+    ----------
+    send : callable
+        Sends a :class:`Reply` to the app.
+    job_id : int
+    cancel : CancelToken
+    models : app.worker.models.WorkerModels
+    """
+
+    def __init__(self, send, job_id: int, cancel: CancelToken, models) -> None:
+        self._send = send
+        self.job_id = job_id
+        self.cancel = cancel
+        self.models = models
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        """Report ``done`` of ``total`` steps (engine ``ProgressCallback`` signature)."""
+        self._send(Reply(protocol.PROGRESS, self.job_id, (int(done), int(total), str(message))))
+
+    def emit(self, items: list) -> None:
+        """Stream partial results (read entries, candidates) before the job ends."""
+        if items:
+            self._send(Reply(protocol.ITEMS, self.job_id, list(items)))
+
+
+class _ForwardingHandler(logging.Handler):
+    """Sends the worker's log records to the app, which logs them under its own handlers."""
+
+    def __init__(self, send) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._send(Reply(protocol.LOG, 0, (record.levelno, record.name, self.format(record))))
+        except Exception:  # the pipe is gone: the app is shutting down; logging must not raise
+            pass
+
+
+def _limit_threads() -> None:
+    """Leave one core to the window: torch uses all but one (at least one) thread."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores - 1))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (only possible once per process)
+        pass
+
+
+def _error_payload(error: BaseException) -> dict[str, str]:
+    return {"type": type(error).__name__, "message": str(error) or type(error).__name__}
+
+
+def worker_main(requests, replies, cancel_event, cancel_job, device: str, log_level: int = logging.WARNING) -> None:
+    """Serve job requests until a ``None`` request arrives.
+
+    Parameters
+    ----------
+    requests : multiprocessing.Queue
+        :class:`JobRequest` objects, or None to stop.
+    replies : multiprocessing.connection.Connection
+        Write end of the reply pipe (:class:`Reply` objects).
+    cancel_event : multiprocessing.Event
+    cancel_job : multiprocessing.Value
+        Id of the job ``cancel_event`` refers to (see :class:`SharedCancelToken`).
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    log_level : int
+        Records at or above it are forwarded to the app.
+    """
+    # Ctrl+C in the terminal is for the app, which then stops the worker in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def send(reply: Reply) -> None:
+        replies.send(reply)
+
+    root = logging.getLogger()
+    root.setLevel(log_level)
+    root.addHandler(_ForwardingHandler(send))
+    _limit_threads()
+
+    from app.worker.models import WorkerModels
+
+    models = WorkerModels(device)
+    send(Reply(protocol.READY, 0, {"pid": os.getpid()}))
+    while True:
+        request: JobRequest | None = requests.get()
+        if request is None:
+            break
+        _run_job(request, send, cancel_event, cancel_job, models)
+    replies.close()
+
+
+def _run_job(request: JobRequest, send, cancel_event, cancel_job, models) -> None:
+    job_id = request.job_id
+    send(Reply(protocol.STARTED, job_id))
+    context = JobContext(send, job_id, SharedCancelToken(cancel_event, cancel_job, job_id), models)
+    try:
+        result: Any = request.function(context, **request.kwargs)
+    except Exception as error:  # every job failure goes back to the awaiting caller, as data
+        name = getattr(request.function, "__name__", "?")
+        if isinstance(error, CrystalDesignerError):
+            logger.debug("Job %s stopped: %s", name, error)
+        else:  # a bug, not bad input: keep the traceback in the app's log
+            logger.error("Job %s failed:\n%s", name, traceback.format_exc())
+        send(Reply(protocol.ERROR, job_id, _error_payload(error)))
+        return
+    try:
+        send(Reply(protocol.RESULT, job_id, result))
+    except (pickle.PicklingError, TypeError, AttributeError) as error:  # pickling fails before any byte is sent
+        logger.error("Job %s returned a result that cannot be sent: %s", request.function, error)
+        send(Reply(protocol.ERROR, job_id, _error_payload(error)))
