@@ -8,6 +8,7 @@ reconstruct PATH...  encode and decode cubic crystals through the generator
 train NAME           retrain a shipped model from the shared data
 evaluate NAME        validation metrics of a shipped model
 build-index          rebuild the training-set index used by the novelty filter
+gui                  the desktop window (PySide6; Qt is imported only by this subcommand)
 """
 
 from __future__ import annotations
@@ -226,6 +227,13 @@ def _command_build_index(args) -> int:
     return 0
 
 
+def _command_gui(args) -> int:
+    # Qt, pyvista and qasync are imported here only, so the headless commands never load them.
+    from app.ui.application import run_gui
+
+    return run_gui(open_paths=args.open, screenshot=args.screenshot, device=args.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from app.engine.devices import DEVICE_CHOICES
 
@@ -287,10 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("build-index", help="rebuild models/ training index and element references")
     index.set_defaults(handler=_command_build_index)
+
+    gui = commands.add_parser("gui", help="open the desktop window")
+    gui.add_argument("--open", nargs="+", action="extend", metavar="PATH", default=[],
+                     help="crystal files or folders to open (repeatable)")
+    gui.add_argument("--screenshot", metavar="PNG", help="save the window once the files are predicted, then exit")
+    gui.add_argument("--device", choices=DEVICE_CHOICES, default=None, help="override the saved device setting")
+    gui.set_defaults(handler=_command_gui)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The GUI's worker is a spawn process: in a frozen (PyInstaller) app the child runs this
+    # executable again, and freeze_support() turns that run into the worker. No-op otherwise.
+    import multiprocessing
+
+    multiprocessing.freeze_support()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

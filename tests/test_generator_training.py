@@ -25,7 +25,7 @@ def test_unet_then_vae_train_and_write_manifest(voxel_dataset, tmp_path, monkeyp
     monkeypatch.setenv("CRYSTAL_DESIGNER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(train_generator, "load_voxel_dataset", lambda: voxel_dataset)
     monkeypatch.setattr(train_generator, "split", lambda d: (np.arange(4), np.arange(4, 6)))
-    monkeypatch.setattr(train_generator, "formation_energy_conditions", lambda d, rows: np.linspace(-2, 0, len(rows)))
+    monkeypatch.setattr(train_generator, "formation_energy_conditions", lambda d, rows, folder=None: np.linspace(-2, 0, len(rows)))
     out = tmp_path / "models"
     unet_entry = train_generator.train_unet(epochs=1, batch_size=2, output_dir=out)
     state, entry = load_state_dict("segmentation_unet", out)

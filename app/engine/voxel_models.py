@@ -99,7 +99,7 @@ class VAEConfig:
     channels: int = 4
     grid: int = 32
     latent_dim: int = 256
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     n_conditions: int = N_CONDITIONS
 
     def to_dict(self) -> dict:

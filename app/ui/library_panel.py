@@ -60,7 +60,8 @@ class LibraryPanel(QWidget):
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # insertion order until the user sorts
-        self.view.setColumnWidth(0, 150)
+        for column, width in enumerate((125, 75, 95, 40)):
+            self.view.setColumnWidth(column, width)
         self.view.selectionModel().selectionChanged.connect(self._on_selection)
 
         self.details = QLabel("Drop CIF or POSCAR files or folders on the window, or use Open.")
@@ -98,7 +99,8 @@ class LibraryPanel(QWidget):
             row = self._model.row_of(record)
             if row is None:
                 continue
-            index = self.proxy.mapFromSource(self._model.index(row, 0))
+            # Column 0 of the source (origin) is hidden here: map a column the proxy shows.
+            index = self.proxy.mapFromSource(self._model.index(row, COLUMN_INDEX["name"]))
             flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
             if position == 0:
                 flags |= QItemSelectionModel.SelectionFlag.Current

@@ -74,9 +74,10 @@ class Column:
 
 
 def _property_column(spec) -> Column:
-    unit = f" ({spec.unit})" if spec.unit else ""
-    return Column(spec.key, f"{spec.label}{unit}", lambda r, k=spec.key: _number(r.property(k)),
-                  lambda r, k=spec.key: r.property(k), f"{spec.label}{unit}: {spec.origin}")
+    unit = f"({spec.unit})" if spec.unit else ""
+    # Two-line header (name, unit) keeps the eight property columns narrow.
+    return Column(spec.key, f"{spec.label}\n{unit}".rstrip(), lambda r, k=spec.key: _number(r.property(k)),
+                  lambda r, k=spec.key: r.property(k), f"{spec.label} {unit}: {spec.origin}")
 
 
 COLUMNS: tuple[Column, ...] = (

@@ -124,6 +124,12 @@ class ViewerPanel(QWidget):
         self._redraw(reset_camera=True)
         self._request_density()
 
+    async def wait_density(self) -> None:
+        """Return once the density map being fetched (if any) is drawn or has failed."""
+        task = self._density_task
+        if task is not None:
+            await asyncio.wait([task])
+
     def refresh(self, record: CrystalRecord) -> None:
         """Redraw if ``record`` is the one shown (e.g. its structure has just been re-read)."""
         if record is self._record:

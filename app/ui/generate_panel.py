@@ -1,0 +1,209 @@
+"""Generate panel: base structure(s), sampling settings, funnel options, progress and funnel."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
+                               QPushButton, QSpinBox, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+
+from app.engine.generator import FUNNEL_STAGES
+from app.settings import GenerationDefaults
+from app.ui.records import CrystalRecord
+
+MODE_LABELS = (("around", "Around the base"), ("random", "Random (prior)"),
+               ("interpolate", "Interpolate base → second"))
+
+
+class GeneratePanel(QWidget):
+    """Settings of one generation run and its progress; the controller does the work.
+
+    Signals
+    -------
+    generate_requested, cancel_requested
+    """
+
+    generate_requested = Signal()
+    cancel_requested = Signal()
+
+    def __init__(self, defaults: GenerationDefaults, parent=None) -> None:
+        super().__init__(parent)
+        self._base: CrystalRecord | None = None
+        self._second: CrystalRecord | None = None
+        self._available = False
+        self._running = False
+
+        self.unavailable = QLabel("Loading the generator models…")
+        self.unavailable.setWordWrap(True)
+        self.unavailable.setStyleSheet("color: #a05a00;")
+        self.base_label = QLabel()
+        self.base_label.setWordWrap(True)
+        self.mode = QComboBox()
+        for key, label in MODE_LABELS:
+            self.mode.addItem(label, key)
+        self.count = QSpinBox()
+        self.count.setRange(1, 1_000_000)
+        self.count.setGroupSeparatorShown(True)
+        self.sigma = QDoubleSpinBox()
+        self.sigma.setRange(0.0, 10.0)
+        self.sigma.setSingleStep(0.1)
+        self.sigma.setToolTip("Spread of the latent samples around the base (latent units)")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.min_distance = QDoubleSpinBox()
+        self.min_distance.setRange(0.0, 5.0)
+        self.min_distance.setSingleStep(0.1)
+        self.min_distance.setSuffix(" Å")
+        self.charge_balance = QCheckBox("Charge balanced")
+        self.same_formula = QCheckBox("Same formula as base")
+        self.novel = QCheckBox("Not in training set")
+        self.unique = QCheckBox("Unique")
+        self.apply_defaults(defaults)
+        self.mode.currentIndexChanged.connect(lambda _i: self._update_enabled())
+
+        form = QFormLayout()
+        form.addRow("Mode", self.mode)
+        form.addRow("Samples", self.count)
+        form.addRow("σ", self.sigma)
+        form.addRow("Seed", self.seed)
+        form.addRow("Min. distance", self.min_distance)
+        filters = QVBoxLayout()
+        for box in (self.charge_balance, self.same_formula, self.novel, self.unique):
+            filters.addWidget(box)
+
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.clicked.connect(self.generate_requested)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button)
+        buttons.addWidget(self.cancel_button)
+
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m samples")
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.funnel = QTreeWidget()
+        self.funnel.setHeaderLabels(["Funnel stage", "Count"])
+        self.funnel.setRootIsDecorated(False)
+        self.funnel.setColumnWidth(0, 190)
+        self.funnel.setMinimumHeight(120)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.unavailable)
+        layout.addWidget(self.base_label)
+        layout.addLayout(form)
+        layout.addWidget(QLabel("Keep only candidates that are:"))
+        layout.addLayout(filters)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.funnel, 1)
+        self.set_selection([])
+        self._update_enabled()
+
+    # -- settings ----------------------------------------------------------------------------
+
+    def apply_defaults(self, defaults: GenerationDefaults) -> None:
+        index = self.mode.findData(defaults.mode)
+        self.mode.setCurrentIndex(max(index, 0))
+        self.count.setValue(defaults.count)
+        self.sigma.setValue(defaults.sigma)
+        self.seed.setValue(defaults.seed)
+        self.min_distance.setValue(defaults.min_distance)
+        self.charge_balance.setChecked(defaults.require_charge_balance)
+        self.same_formula.setChecked(defaults.require_same_formula)
+        self.novel.setChecked(defaults.require_novel)
+        self.unique.setChecked(defaults.require_unique)
+
+    def defaults(self) -> GenerationDefaults:
+        """The current values, to remember in the settings."""
+        return GenerationDefaults(
+            mode=self.mode.currentData(), count=self.count.value(), sigma=self.sigma.value(), seed=self.seed.value(),
+            min_distance=self.min_distance.value(), require_charge_balance=self.charge_balance.isChecked(),
+            require_same_formula=self.same_formula.isChecked(), require_novel=self.novel.isChecked(),
+            require_unique=self.unique.isChecked())
+
+    def options(self) -> dict:
+        """Keyword arguments of ``GenerationSettings`` set in this panel."""
+        return dataclasses.asdict(self.defaults())
+
+    @property
+    def mode_key(self) -> str:
+        return self.mode.currentData()
+
+    # -- base --------------------------------------------------------------------------------
+
+    @property
+    def base(self) -> CrystalRecord | None:
+        return self._base
+
+    @property
+    def second(self) -> CrystalRecord | None:
+        return self._second
+
+    def set_selection(self, records: list[CrystalRecord]) -> None:
+        """Library selection: the first is the base, the second the interpolation end point."""
+        usable = [r for r in records if r.has_structure]
+        self._base = usable[0] if usable else None
+        self._second = usable[1] if len(usable) > 1 else None
+        if self._base is None:
+            text = "Base: select a structure in the Library."
+        else:
+            text = f"Base: <b>{self._base.formula}</b> ({self._base.name})"
+            if self._second is not None:
+                text += f"<br>Second: <b>{self._second.formula}</b> ({self._second.name})"
+        self.base_label.setText(text)
+        self._update_enabled()
+
+    # -- state -------------------------------------------------------------------------------
+
+    def set_available(self, available: bool, message: str | None = None) -> None:
+        """Whether the generator loaded; ``message`` says why not."""
+        self._available = available
+        self.unavailable.setText("" if available else (message or "generator models not available"))
+        self.unavailable.setVisible(not available)
+        self._update_enabled()
+
+    def missing_input(self) -> str | None:
+        """What is missing to start the chosen mode, or None."""
+        mode = self.mode_key
+        if mode in ("around", "interpolate") and self._base is None:
+            return "Select a base structure in the Library."
+        if mode == "interpolate" and self._second is None:
+            return "Select two structures in the Library (Ctrl+click) to interpolate."
+        return None
+
+    def _update_enabled(self) -> None:
+        ready = self._available and not self._running and self.missing_input() is None
+        self.generate_button.setEnabled(ready)
+        self.cancel_button.setEnabled(self._running)
+        hint = self.missing_input() if self._available and not self._running else None
+        self.generate_button.setToolTip(hint or "")
+
+    def set_running(self, running: bool, total: int = 0) -> None:
+        self._running = running
+        if running:
+            self.progress.setRange(0, max(total, 1))
+            self.progress.setValue(0)
+            self.status.setText("Starting…")
+            self.funnel.clear()
+        self._update_enabled()
+
+    def set_progress(self, done: int, total: int, kept: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.status.setText(f"{done:,} of {total:,} samples, {kept:,} kept")
+
+    def show_funnel(self, funnel: dict[str, int]) -> None:
+        self.funnel.clear()
+        for key, label in FUNNEL_STAGES:
+            item = QTreeWidgetItem([label, f"{funnel.get(key, 0):,}"])
+            item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.funnel.addTopLevelItem(item)
+
+    def set_status(self, text: str) -> None:
+        self.status.setText(text)
