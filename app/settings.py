@@ -216,14 +216,14 @@ def load_settings(path: Path | None = None) -> AppSettings:
     """
     path = path or settings_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return AppSettings()
     except OSError as error:
         logger.warning("Settings file %s cannot be read (%s); using defaults.", path, error)
         return AppSettings()
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))  # UnicodeDecodeError is a ValueError too
         if not isinstance(data, dict):
             raise ValueError("the top level is not an object")
     except ValueError as error:

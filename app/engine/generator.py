@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 MODES = ("around", "random", "interpolate")
 
+#: Decoded cubic cells outside this range (Å) are rejected before segmentation. No real cubic
+#: conventional cell is below ~2.8 Å, and an untrained or diverging decoder can give lengths of
+#: 1e-5 Å, whose neighbour search would enumerate billions of periodic images.
+PLAUSIBLE_CELL_LENGTH = (2.0, 40.0)
+
 #: Funnel stages in the order they are applied (labels as shown to users).
 FUNNEL_STAGES = (
     ("generated", "Generated"),
@@ -239,13 +244,19 @@ class CrystalGenerator:
             maps = self.vae.decode(zt, condition)
             abcs = np.stack([lattice_from_coords(m[1:]) for m in maps.float().cpu().numpy()])
             # The decoded cell may come out slightly non-cubic; the UNet and the cell use the mean.
-            lengths = np.clip(abcs.mean(axis=1), 1.0, 40.0)
+            decoded_lengths = abcs.mean(axis=1)
+            lengths = np.clip(decoded_lengths, *PLAUSIBLE_CELL_LENGTH)
             labels = segment_labels(self.unet, maps[:, 0], torch.from_numpy(voxel_sizes(lengths)).to(self.device))
             labels = labels.cpu().numpy()
             maps = maps.float().cpu().numpy()
         out = []
-        for channels, species, length in zip(maps, labels, lengths):
+        for channels, species, length, decoded_length in zip(maps, labels, lengths, decoded_lengths):
             density = density_from_model(channels[0])
+            if not PLAUSIBLE_CELL_LENGTH[0] <= decoded_length <= PLAUSIBLE_CELL_LENGTH[1]:
+                low, high = PLAUSIBLE_CELL_LENGTH
+                out.append((None, density, f"The decoded cell length ({decoded_length:.3g} Å) is outside the "
+                                           f"plausible range {low:g}–{high:g} Å."))
+                continue
             try:
                 out.append((decode(density, species, [length] * 3), density, None))
             except (StructureReadError, ValueError) as error:

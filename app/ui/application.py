@@ -32,6 +32,22 @@ async def capture_when_ready(window, shown: list, path: Path) -> None:
         logger.info("Screenshot saved to %s", path)
 
 
+def _close_on_ctrl_c(window) -> None:
+    """Ctrl+C in the terminal closes the window in order (saving settings, stopping the worker).
+
+    Python runs signal handlers only between bytecodes, which never happens while Qt waits for
+    events; a quarter-second no-op timer gives it those chances.
+    """
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    signal.signal(signal.SIGINT, lambda *_args: window.close())
+    timer = QTimer(window)
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
+
+
 def run_gui(open_paths: list[str] | None = None, screenshot: str | None = None, device: str | None = None) -> int:
     """Open the main window and run until it closes.
 
@@ -68,6 +84,7 @@ def run_gui(open_paths: list[str] | None = None, screenshot: str | None = None, 
         settings.device = device
     window = MainWindow(settings)
     uninstall_hook = install_excepthook(window.notifier.report_exception)
+    _close_on_ctrl_c(window)
     status = {"code": 0}
 
     async def main() -> None:

@@ -141,10 +141,16 @@ class DesignController(QObject):
     # -- session -----------------------------------------------------------------------------
 
     async def restore(self, library: list[dict], candidates: list[dict]) -> list[CrystalRecord]:
-        """Show a saved session at once, then re-read its library files in the worker."""
+        """Show a saved session at once, then re-read its library files in the worker.
+
+        Entries saved before their prediction finished (the app was killed) are predicted again.
+        """
         records = [rec.library_from_session(d) for d in library]
         self.model.add(records + [rec.candidate_from_session(d) for d in candidates])
-        paths = list(dict.fromkeys(r.path for r in records if r.path))
+        unpredicted = list(dict.fromkeys(r.path for r in records if r.status == rec.PREDICTING and r.path))
+        paths = [p for p in dict.fromkeys(r.path for r in records if r.path) if p not in unpredicted]
+        if unpredicted:
+            await self.open_paths(unpredicted)
         if not paths:
             return records
         by_source = {r.source: r for r in records}

@@ -44,3 +44,14 @@ def element_colour(symbol: str) -> tuple[float, float, float]:
 def covalent_radius(symbol: str) -> float:
     """Covalent radius (Å) of an element symbol (Cordero et al. 2008, via pymatgen)."""
     return float(_covalent_radii().get(symbol, FALLBACK_RADIUS))
+
+
+@functools.lru_cache(maxsize=256)
+def is_metal(symbol: str) -> bool:
+    """True for metals (pymatgen's definition); unknown symbols count as non-metals."""
+    from pymatgen.core import Element
+
+    try:
+        return bool(Element(symbol).is_metal)
+    except ValueError:
+        return False

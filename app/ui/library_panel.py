@@ -60,7 +60,7 @@ class LibraryPanel(QWidget):
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # insertion order until the user sorts
-        for column, width in enumerate((125, 75, 95, 40)):
+        for column, width in enumerate((110, 70, 90, 36)):
             self.view.setColumnWidth(column, width)
         self.view.selectionModel().selectionChanged.connect(self._on_selection)
 

@@ -98,16 +98,12 @@ class MainWindow(QMainWindow):
         self.results = ResultsPanel(self.model)
         self.setCentralWidget(self.viewer)
         self.docks = {
-            "library": self._dock("Library", "library_dock", self.library, Qt.DockWidgetArea.LeftDockWidgetArea),
-            "generate": self._dock("Generate", "generate_dock", self.generate_panel,
-                                   Qt.DockWidgetArea.RightDockWidgetArea),
-            "targets": self._dock("Targets", "targets_dock", self.targets, Qt.DockWidgetArea.RightDockWidgetArea),
-            "results": self._dock("Results", "results_dock", self.results, Qt.DockWidgetArea.BottomDockWidgetArea),
+            "library": self._dock("Library", "library_dock", self.library),
+            "generate": self._dock("Generate", "generate_dock", self.generate_panel),
+            "targets": self._dock("Targets", "targets_dock", self.targets),
+            "results": self._dock("Results", "results_dock", self.results),
         }
-        self.tabifyDockWidget(self.docks["generate"], self.docks["targets"])
-        self.docks["generate"].raise_()
-        self.resizeDocks([self.docks["library"], self.docks["generate"]], [400, 330], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["results"]], [260], Qt.Orientation.Vertical)
+        self._place_docks()
 
         self.actions, self.menus, self.toolbar = build_actions(self, {
             "open_files": self.open_files_dialog, "open_folder": self.open_folder_dialog,
@@ -116,18 +112,28 @@ class MainWindow(QMainWindow):
         })
         self._add_dynamic_menus()
         self._connect()
-        self._default_state = self.saveState()
+        self._sized_docks = False
         self._restore_layout()
         self.actions["cancel"].setEnabled(False)
 
     # -- composition -------------------------------------------------------------------------
 
-    def _dock(self, title: str, name: str, widget, area) -> QDockWidget:
+    def _dock(self, title: str, name: str, widget) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)  # saveState/restoreState find docks by object name
         dock.setWidget(widget)
-        self.addDockWidget(area, dock)
         return dock
+
+    def _place_docks(self) -> None:
+        """The default layout: library left, generate and targets (tabs) right, results below."""
+        areas = {"library": Qt.DockWidgetArea.LeftDockWidgetArea, "generate": Qt.DockWidgetArea.RightDockWidgetArea,
+                 "targets": Qt.DockWidgetArea.RightDockWidgetArea, "results": Qt.DockWidgetArea.BottomDockWidgetArea}
+        for key, area in areas.items():
+            self.docks[key].setFloating(False)
+            self.addDockWidget(area, self.docks[key])
+            self.docks[key].show()
+        self.tabifyDockWidget(self.docks["generate"], self.docks["targets"])
+        self.docks["generate"].raise_()
 
     def _add_dynamic_menus(self) -> None:
         self.recent_menu = QMenu("Open &recent", self)
@@ -143,7 +149,7 @@ class MainWindow(QMainWindow):
         self.library.selection_changed.connect(self._on_library_selection)
         self.library.open_files_requested.connect(self.open_files_dialog)
         self.library.open_folder_requested.connect(self.open_folder_dialog)
-        self.library.remove_requested.connect(self.controller.remove)
+        self.library.remove_requested.connect(self.remove_records)
         self.results.current_changed.connect(self.viewer.show_record)
         self.results.export_requested.connect(self.export_dialog)
         self.targets.windows_changed.connect(self.results.set_windows)
@@ -163,10 +169,21 @@ class MainWindow(QMainWindow):
         if layout.state and not self.restoreState(QByteArray.fromBase64(layout.state.encode("ascii"))):
             logger.info("The saved window layout does not fit this version; using the default layout.")
 
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if not self._sized_docks:
+            # Dock sizes only take effect once the window has its size, i.e. when first shown.
+            self._sized_docks = True
+            if not self.settings.window.state:
+                self._size_docks()
+
+    def _size_docks(self) -> None:
+        self.resizeDocks([self.docks["library"], self.docks["generate"]], [370, 330], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["results"]], [280], Qt.Orientation.Vertical)
+
     def reset_layout(self) -> None:
-        self.restoreState(self._default_state)
-        for dock in self.docks.values():
-            dock.show()
+        self._place_docks()
+        self._size_docks()
 
     # -- start -------------------------------------------------------------------------------
 
@@ -221,6 +238,11 @@ class MainWindow(QMainWindow):
     def _on_library_selection(self, records: list) -> None:
         self.generate_panel.set_selection(records)
         self.viewer.show_record(records[0] if records else None)
+
+    def remove_records(self, records: list) -> None:
+        if self.viewer.record in records:
+            self.viewer.show_record(None)
+        self.controller.remove(records)
 
     def _on_structures_arrived(self, records: list) -> None:
         for record in records:

@@ -89,7 +89,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("status", "Status", _status, _status, "Reading/prediction state, or why a candidate was rejected"),
     Column("valid", "Valid", _validity, _validity, "Decoded, all distances above the minimum, charge balanced"),
     Column("novel", "Novelty", _novelty, _novelty, "Not in the training set (formula and space group)"),
-    Column("distance", "Distance to base", lambda r: _number(r.latent_distance, 2), lambda r: r.latent_distance,
+    Column("distance", "Distance\nto base", lambda r: _number(r.latent_distance, 2), lambda r: r.latent_distance,
            "Distance of the candidate's latent vector from the base's (latent units)"),
     *(_property_column(spec) for spec in PROPERTIES),
 )

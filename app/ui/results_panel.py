@@ -6,6 +6,7 @@ from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                                QTableView, QVBoxLayout, QWidget)
 
+from app.engine.properties import PROPERTIES
 from app.ui.records import GENERATED, LIBRARY, CrystalRecord
 from app.ui.results_filter import ResultsFilter
 from app.ui.results_model import COLUMN_INDEX, RECORD_ROLE, ResultsModel
@@ -44,6 +45,8 @@ class ResultsPanel(QWidget):
         self.view.horizontalHeader().setSectionsMovable(True)
         for key, width in _COLUMN_WIDTHS.items():
             self.view.setColumnWidth(COLUMN_INDEX[key], width)
+        for spec in PROPERTIES:
+            self.view.setColumnWidth(COLUMN_INDEX[spec.key], 118)
         self.view.selectionModel().currentRowChanged.connect(self._on_current)
 
         self.text = QLineEdit()

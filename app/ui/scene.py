@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyvista as pv
 
-from app.ui.element_style import covalent_radius, element_colour
+from app.ui.element_style import covalent_radius, element_colour, is_metal
 
 #: Ball radius as a fraction of the covalent radius (ball-and-stick look).
-ATOM_SCALE = 0.45
+ATOM_SCALE = 0.35
 #: Two atoms are bonded when closer than this factor times the sum of their covalent radii.
 BOND_TOLERANCE = 1.15
 BOND_RADIUS = 0.1
@@ -80,7 +80,12 @@ def display_atoms(structure, repeat: tuple[int, int, int] = (1, 1, 1)) -> Displa
 
 
 def bond_pairs(atoms: DisplayAtoms) -> np.ndarray:
-    """Index pairs (m, 2) of drawn atoms closer than BOND_TOLERANCE × (r_i + r_j)."""
+    """Index pairs (m, 2) of drawn atoms closer than BOND_TOLERANCE × (r_i + r_j).
+
+    In compounds with non-metals, metal–metal pairs are left out: the large covalent radii of
+    e.g. Sr or Cs put next-nearest cations within the cutoff, and those sticks would hide the
+    cation–anion bonds (SrTiO3, CsCl). Intermetallics keep their metal–metal bonds.
+    """
     from scipy.spatial import cKDTree
 
     if len(atoms.symbols) < 2:
@@ -91,7 +96,11 @@ def bond_pairs(atoms: DisplayAtoms) -> np.ndarray:
         return pairs.reshape(0, 2)
     distance = np.linalg.norm(atoms.positions[pairs[:, 0]] - atoms.positions[pairs[:, 1]], axis=1)
     limit = BOND_TOLERANCE * (radii[pairs[:, 0]] + radii[pairs[:, 1]])
-    return pairs[(distance < limit) & (distance > 0.1)]
+    keep = (distance < limit) & (distance > 0.1)
+    metal = np.array([is_metal(s) for s in atoms.symbols])
+    if not metal.all():
+        keep &= ~(metal[pairs[:, 0]] & metal[pairs[:, 1]])
+    return pairs[keep]
 
 
 def _rgb(symbols: list[str]) -> np.ndarray:

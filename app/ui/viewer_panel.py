@@ -7,7 +7,7 @@ import logging
 from typing import Awaitable, Callable
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QSpinBox, QVBoxLayout, QWidget
 from pyvistaqt import QtInteractor
 
@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 NON_CUBIC_NOTE = "density map: only cubic cells ≤ 40 sites"
 DensityProvider = Callable[[CrystalRecord], Awaitable[scene.DensityView]]
 _LEVEL_STEPS = 100
+#: Initial isosurface level, as a fraction of the map's range: compact shells around the atoms.
+DEFAULT_LEVEL = 0.7
+#: Direction from the crystal towards the camera when a structure is first shown.
+VIEW_DIRECTION = (2.2, 1.0, 0.7)
 
 
 class ViewerPanel(QWidget):
@@ -40,8 +44,11 @@ class ViewerPanel(QWidget):
         self._density_grid = None
         self._iso_actor = None
         self._density_task: asyncio.Future | None = None
+        self._density_request = 0
 
-        self.plotter = QtInteractor(self)
+        # No auto-update timer: it re-renders 5×/s even when nothing changed, and a software
+        # (llvmpipe) render takes 100–200 ms on a busy CPU. Every change here calls render().
+        self.plotter = QtInteractor(self, auto_update=False)
         self.plotter.set_background("white")
         self.title = QLabel("Select a structure to view it.")
         self.note = QLabel("")
@@ -55,9 +62,14 @@ class ViewerPanel(QWidget):
         self.show_slices = self._check("Slices", False, self._redraw)
         self.level = QSlider(Qt.Orientation.Horizontal)
         self.level.setRange(0, _LEVEL_STEPS)
-        self.level.setValue(_LEVEL_STEPS // 2)
+        self.level.setValue(round(DEFAULT_LEVEL * _LEVEL_STEPS))
         self.level.setToolTip("Isosurface level of the density map")
-        self.level.valueChanged.connect(self._update_isosurface)
+        # Dragging emits many values per frame; one isosurface per event-loop pass is enough.
+        self._level_timer = QTimer(self)
+        self._level_timer.setSingleShot(True)
+        self._level_timer.setInterval(0)
+        self._level_timer.timeout.connect(self._update_isosurface)
+        self.level.valueChanged.connect(lambda _value: self._on_level_changed())
         self.level_label = QLabel("")
         self.level_label.setMinimumWidth(90)
 
@@ -67,14 +79,17 @@ class ViewerPanel(QWidget):
             controls.addWidget(box)
         for widget in (self.show_bonds, self.show_cell, self.show_density, self.show_slices):
             controls.addWidget(widget)
-        controls.addWidget(QLabel("Level"))
-        controls.addWidget(self.level, 1)
-        controls.addWidget(self.level_label)
+        controls.addStretch(1)
+        level_row = QHBoxLayout()
+        level_row.addWidget(QLabel("Isosurface level"))
+        level_row.addWidget(self.level, 1)
+        level_row.addWidget(self.level_label)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.title)
         layout.addWidget(self.plotter.interactor, 1)
         layout.addLayout(controls)
+        layout.addLayout(level_row)
         layout.addWidget(self.note)
         self._update_level_controls()
 
@@ -153,9 +168,10 @@ class ViewerPanel(QWidget):
                 or record.get_structure() is None or self._density_task is not None):
             return
         self.note.setText("computing density map…")
-        self._density_task = asyncio.ensure_future(self._load_density(record))
+        self._density_request += 1
+        self._density_task = asyncio.ensure_future(self._load_density(record, self._density_request))
 
-    async def _load_density(self, record: CrystalRecord) -> None:
+    async def _load_density(self, record: CrystalRecord, request: int) -> None:
         try:
             view = await self._density_provider(record)
         except StructureReadError as error:
@@ -170,7 +186,8 @@ class ViewerPanel(QWidget):
                 self.note.setText(f"density map unavailable: {error}")
             return
         finally:
-            if record is self._record:
+            # A cancelled earlier request for the same record must not forget the current one.
+            if request == self._density_request:
                 self._density_task = None
         if record is not self._record:
             return
@@ -237,15 +254,20 @@ class ViewerPanel(QWidget):
                 plotter.add_mesh(scene.orthogonal_slices(self._grid()), scalars="density", cmap="viridis",
                                  opacity=0.7, show_scalar_bar=False, render=False, name="slices")
         if reset_camera:
-            plotter.view_isometric(render=False)
-            plotter.reset_camera(render=False)
+            # Slightly off the a axis: the body diagonal (isometric) hides the cell's centre.
+            plotter.renderer.view_vector(VIEW_DIRECTION, viewup=(0.0, 0.0, 1.0), render=False)
+            plotter.renderer.ResetCamera()  # pyvista's reset_camera() renders even with render=False
         plotter.render()
 
     def _add_isosurface(self) -> None:
         surface = scene.isosurface(self._grid(), self._current_level())
         if surface is not None:
-            self._iso_actor = self.plotter.add_mesh(surface, color=scene.ISOSURFACE_COLOUR, opacity=0.35,
+            self._iso_actor = self.plotter.add_mesh(surface, color=scene.ISOSURFACE_COLOUR, opacity=0.3,
                                                     smooth_shading=True, render=False, name="isosurface")
+
+    def _on_level_changed(self) -> None:
+        self._update_level_controls()
+        self._level_timer.start()
 
     def _update_isosurface(self) -> None:
         self._update_level_controls()

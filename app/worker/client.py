@@ -17,7 +17,7 @@ import logging
 import multiprocessing
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -50,7 +50,6 @@ class _PendingJob:
     internal: bool = False
     started: bool = False
     cancel_requested: bool = False
-    items_seen: int = field(default=0)
 
 
 class Job:

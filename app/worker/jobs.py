@@ -18,6 +18,12 @@ logger = logging.getLogger(__name__)
 READ_CHUNK = 50
 
 
+def runs_between_batches(job):
+    """Mark a short, interactive job that may run between the batches of a long one."""
+    job.runs_between_batches = True
+    return job
+
+
 def space_group_label(structure) -> str:
     """``"Fm-3m (225)"``, or ``"?"`` when spglib cannot analyse the structure."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -58,16 +64,19 @@ def _read(context, paths: list[str]) -> list[dict]:
     return entries
 
 
+@runs_between_batches
 def load_models(context) -> dict:
     """Load the property predictor and the generator; see ``WorkerModels.load`` for the result."""
     return context.models.load()
 
 
+@runs_between_batches
 def read_files(context, paths: list[str]) -> list[dict]:
     """Read crystal files and folders (no prediction); entries are also streamed as items."""
     return _read(context, paths)
 
 
+@runs_between_batches
 def read_and_predict(context, paths: list[str]) -> list[dict]:
     """Read files and folders, stream the read entries, then predict the eight properties.
 
@@ -140,6 +149,7 @@ def generate(context, settings: dict, base=None, second=None) -> dict:
         context.emit(pending)
         pending.clear()
         context.progress(done, total, message)
+        context.run_waiting_interactive_jobs()
 
     result = generator.generate(GenerationSettings(**settings), base=base, second=second, progress=progress,
                                 cancel=context.cancel, on_candidate=on_candidate)
@@ -147,6 +157,7 @@ def generate(context, settings: dict, base=None, second=None) -> dict:
     return {"funnel": dict(result.funnel)}
 
 
+@runs_between_batches
 def encode_density(context, structure) -> dict:
     """Voxel density map of a cubic crystal for the viewer.
 

@@ -8,42 +8,9 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
 from app.engine.errors import CrystalDesignerError, ModelError
 
 logger = logging.getLogger(__name__)
-
-#: Decoded cells outside this range (Å) are rejected before the property models see them. No
-#: real cubic conventional cell is below ~2.8 Å, and the voxel box only resolves a few tens of Å;
-#: an untrained or diverging decoder can give lengths of 1e-5 Å, whose neighbour search would
-#: enumerate billions of periodic images.
-PLAUSIBLE_CELL_LENGTH_A = (2.0, 40.0)
-
-
-def _plausible_generator_class():
-    """``CrystalGenerator`` subclass that rejects decoded cells of implausible size.
-
-    Built lazily so importing this module does not import the generator's dependencies.
-    """
-    from app.engine.generator import CrystalGenerator
-
-    class PlausibleCellGenerator(CrystalGenerator):
-        def decode_latents(self, z, decile):
-            low, high = PLAUSIBLE_CELL_LENGTH_A
-            checked = []
-            for structure, density, error in super().decode_latents(z, decile):
-                if structure is not None:
-                    abc = np.asarray(structure.lattice.abc)
-                    if not np.all((abc >= low) & (abc <= high)):
-                        lengths = ", ".join(f"{x:.3g}" for x in abc)
-                        structure, error = None, (f"The decoded cell (a, b, c = {lengths} Å) is outside the "
-                                                  f"plausible range {low:g}–{high:g} Å.")
-                checked.append((structure, density, error))
-            return checked
-
-    return PlausibleCellGenerator
-
 
 class WorkerModels:
     """Lazily loaded models of one worker process.
@@ -90,8 +57,10 @@ class WorkerModels:
             logger.warning("%s", self.predictor_error)
 
     def _load_generator(self) -> None:
+        from app.engine.generator import CrystalGenerator
+
         try:
-            self._generator = _plausible_generator_class()(device=self.device_preference, predictor=self._predictor)
+            self._generator = CrystalGenerator(device=self.device_preference, predictor=self._predictor)
         except (CrystalDesignerError, OSError, KeyError, ValueError, RuntimeError) as error:
             # RuntimeError: torch's load_state_dict on weights of another architecture.
             self.generator_error = f"generator models not available: {error}"
@@ -103,9 +72,17 @@ class WorkerModels:
         if self._generator is not None:
             edges = [float(x) for x in self._generator.decile_edges]
             versions.update(self._generator_versions())
-        device = str(self._predictor.device) if self._predictor is not None else self.device_preference
+        device = str(self._predictor.device) if self._predictor is not None else self._resolved_device()
         return {"device": device, "versions": versions, "predictor_error": self.predictor_error,
                 "generator_error": self.generator_error, "decile_edges": edges}
+
+    def _resolved_device(self) -> str:
+        from app.engine.devices import select_device
+
+        try:
+            return str(select_device(self.device_preference))
+        except CrystalDesignerError:
+            return self.device_preference
 
     @staticmethod
     def _generator_versions() -> dict[str, str]:

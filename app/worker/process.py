@@ -1,4 +1,7 @@
-"""The worker process: runs one job at a time and streams progress and results back.
+"""The worker process: runs jobs in order and streams progress and results back.
+
+Jobs run one after the other, except that short interactive jobs may run between the batches
+of a long one (see :class:`_JobServer`).
 
 :func:`worker_main` is the target of a ``multiprocessing`` *spawn* process (a fresh interpreter:
 no Qt, and torch is imported here, never in the window's process). It is a top-level function
@@ -7,9 +10,11 @@ of an importable module, so it works with ``multiprocessing.freeze_support()`` i
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import pickle
+import queue
 import signal
 import traceback
 from typing import Any
@@ -58,13 +63,21 @@ class JobContext:
     job_id : int
     cancel : CancelToken
     models : app.worker.models.WorkerModels
+    between_batches : callable, optional
+        Runs the interactive jobs waiting in the queue (None inside such a job: no nesting).
     """
 
-    def __init__(self, send, job_id: int, cancel: CancelToken, models) -> None:
+    def __init__(self, send, job_id: int, cancel: CancelToken, models, between_batches=None) -> None:
         self._send = send
         self.job_id = job_id
         self.cancel = cancel
         self.models = models
+        self._between_batches = between_batches
+
+    def run_waiting_interactive_jobs(self) -> None:
+        """Call between batches of a long job: lets waiting reads/predictions/density maps run."""
+        if self._between_batches is not None:
+            self._between_batches()
 
     def progress(self, done: int, total: int, message: str = "") -> None:
         """Report ``done`` of ``total`` steps (engine ``ProgressCallback`` signature)."""
@@ -136,32 +149,61 @@ def worker_main(requests, replies, cancel_event, cancel_job, device: str, log_le
 
     from app.worker.models import WorkerModels
 
-    models = WorkerModels(device)
+    server = _JobServer(requests, send, cancel_event, cancel_job, WorkerModels(device))
     send(Reply(protocol.READY, 0, {"pid": os.getpid()}))
-    while True:
-        request: JobRequest | None = requests.get()
-        if request is None:
-            break
-        _run_job(request, send, cancel_event, cancel_job, models)
+    server.serve()
     replies.close()
 
 
-def _run_job(request: JobRequest, send, cancel_event, cancel_job, models) -> None:
-    job_id = request.job_id
-    send(Reply(protocol.STARTED, job_id))
-    context = JobContext(send, job_id, SharedCancelToken(cancel_event, cancel_job, job_id), models)
-    try:
-        result: Any = request.function(context, **request.kwargs)
-    except Exception as error:  # every job failure goes back to the awaiting caller, as data
-        name = getattr(request.function, "__name__", "?")
-        if isinstance(error, CrystalDesignerError):
-            logger.debug("Job %s stopped: %s", name, error)
-        else:  # a bug, not bad input: keep the traceback in the app's log
-            logger.error("Job %s failed:\n%s", name, traceback.format_exc())
-        send(Reply(protocol.ERROR, job_id, _error_payload(error)))
-        return
-    try:
-        send(Reply(protocol.RESULT, job_id, result))
-    except (pickle.PicklingError, TypeError, AttributeError) as error:  # pickling fails before any byte is sent
-        logger.error("Job %s returned a result that cannot be sent: %s", request.function, error)
-        send(Reply(protocol.ERROR, job_id, _error_payload(error)))
+class _JobServer:
+    """Runs jobs in arrival order, except that *interactive* jobs (reading, predicting, density
+    maps: marked ``runs_between_batches`` in :mod:`app.worker.jobs`) may run between the batches
+    of a long job, so opening a file or viewing a map does not wait for a whole generation."""
+
+    def __init__(self, requests, send, cancel_event, cancel_job, models) -> None:
+        self._requests = requests
+        self._send = send
+        self._cancel_event = cancel_event
+        self._cancel_job = cancel_job
+        self._models = models
+        self._backlog: collections.deque = collections.deque()
+
+    def serve(self) -> None:
+        while True:
+            request = self._backlog.popleft() if self._backlog else self._requests.get()
+            if request is None:
+                return
+            self._run(request, between_batches=self._run_interactive_jobs)
+
+    def _run_interactive_jobs(self) -> None:
+        """Checkpoint of a long job: run the interactive jobs waiting, keep the others for later."""
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if request is not None and getattr(request.function, "runs_between_batches", False):
+                self._run(request, between_batches=None)
+            else:
+                self._backlog.append(request)
+
+    def _run(self, request: JobRequest, between_batches) -> None:
+        job_id, send = request.job_id, self._send
+        send(Reply(protocol.STARTED, job_id))
+        context = JobContext(send, job_id, SharedCancelToken(self._cancel_event, self._cancel_job, job_id),
+                             self._models, between_batches)
+        try:
+            result: Any = request.function(context, **request.kwargs)
+        except Exception as error:  # every job failure goes back to the awaiting caller, as data
+            name = getattr(request.function, "__name__", "?")
+            if isinstance(error, CrystalDesignerError):
+                logger.debug("Job %s stopped: %s", name, error)
+            else:  # a bug, not bad input: keep the traceback in the app's log
+                logger.error("Job %s failed:\n%s", name, traceback.format_exc())
+            send(Reply(protocol.ERROR, job_id, _error_payload(error)))
+            return
+        try:
+            send(Reply(protocol.RESULT, job_id, result))
+        except (pickle.PicklingError, TypeError, AttributeError) as error:  # pickling fails before any byte is sent
+            logger.error("Job %s returned a result that cannot be sent: %s", request.function, error)
+            send(Reply(protocol.ERROR, job_id, _error_payload(error)))

@@ -1,0 +1,66 @@
+"""Viewer geometry without a window: atoms, bonds, cell, density placement (pyvista, no Qt)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from app.engine.density import BOX_MARGIN, GRID, encode
+from app.ui import scene
+
+
+def _symbols(atoms, pairs):
+    return {tuple(sorted((atoms.symbols[i], atoms.symbols[j]))) for i, j in pairs}
+
+
+def test_rock_salt_cell_shows_face_atoms_and_only_cation_anion_bonds(example):
+    from app.engine.crystal_io import read_crystal_file
+
+    nacl = read_crystal_file(example("NaCl"))[0].structure
+    atoms = scene.display_atoms(nacl)
+    assert len(atoms.symbols) == 27  # 8 sites + their copies on faces, edges and corners
+    pairs = scene.bond_pairs(atoms)
+    assert _symbols(atoms, pairs) == {("Cl", "Na")}
+    lengths = np.linalg.norm(atoms.positions[pairs[:, 0]] - atoms.positions[pairs[:, 1]], axis=1)
+    assert lengths == pytest.approx(5.64 / 2, abs=0.01)
+
+
+def test_metal_metal_bonds_are_kept_only_in_intermetallics():
+    perovskite = Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.9), ["Sr", "Ti", "O"],
+                                           [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+    atoms = scene.display_atoms(perovskite)
+    assert ("Sr", "Sr") not in _symbols(atoms, scene.bond_pairs(atoms))
+    iron = Structure(Lattice.cubic(2.87), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    atoms = scene.display_atoms(iron)
+    assert _symbols(atoms, scene.bond_pairs(atoms)) == {("Fe", "Fe")}
+
+
+def test_supercell_repeats_the_cell():
+    cell = Structure(Lattice.cubic(3.0), ["Po"], [[0, 0, 0]])
+    assert len(scene.display_atoms(cell, (2, 3, 1)).symbols) == 3 * 4 * 2
+
+
+def test_cell_outline_has_twelve_edges():
+    outline = scene.cell_outline(np.diag([3.0, 4.0, 5.0]))
+    assert outline.n_lines == 12
+    assert outline.bounds[1::2] == pytest.approx((3.0, 4.0, 5.0))
+
+
+def test_density_grid_spans_the_box_around_the_cell(example):
+    from app.engine.crystal_io import read_crystal_file
+
+    encoded = encode(read_crystal_file(example("CsCl"))[0].structure)
+    a = encoded.lattice_abc[0]
+    view = scene.DensityView(encoded.density, tuple(encoded.lattice_abc), encoded.structure)
+    grid = scene.density_grid(view)
+    voxel = a * (1 + 2 * BOX_MARGIN) / GRID
+    assert grid.origin[0] == pytest.approx(-BOX_MARGIN * a + voxel / 2)
+    assert grid.spacing[0] == pytest.approx(voxel)
+    # The densest voxel sits on an atom (Cs at the corners, Cl at the centre).
+    densest = np.array(grid.points[np.argmax(grid.point_data["density"])])
+    frac = np.mod(densest / a + 1e-9, 1.0)
+    assert np.min(np.abs(frac[:, None] - np.array([0.0, 0.5, 1.0])), axis=1).max() < voxel / a
+    low, high = scene.level_range(encoded.density)
+    surface = scene.isosurface(grid, scene.level_at(0.7, low, high))
+    assert surface is not None and surface.n_points > 0
