@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from app.engine.cancel import CancelToken, ProgressCallback
-from app.engine.density import GRID, density_from_model, encode, lattice_from_coords, model_input
+from app.engine.density import density_from_model, encode, lattice_from_coords, model_input
 from app.engine.errors import CrystalDesignerError, ModelError, StructureReadError
 from app.engine.properties import PROPERTY_KEYS
 from app.engine.segmentation import decode

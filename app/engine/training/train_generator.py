@@ -22,7 +22,7 @@ from app.engine.paths import models_dir
 from app.engine.registry import load_state_dict, save_manifest_entry, sha256_of
 from app.engine.training.datasets import is_validation
 from app.engine.training.generator_data import VoxelDataset, load_voxel_dataset
-from app.engine.training.graph_cache import cache_dir
+from app.engine.training import checkpoints
 from app.engine.voxel_models import ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig, kl_divergence, one_hot_condition
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,6 @@ def _random_rotation(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.n
             array = np.flip(array, axis=[lead + a for a in flips])
         out.append(np.ascontiguousarray(array))
     return out
-
-
-def _checkpoint(name: str) -> Path:
-    folder = cache_dir() / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}.pt"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,15 +148,8 @@ def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     steps = math.ceil(len(train_rows) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * steps, pct_start=0.1)
-    state = {"epoch": 0, "history": [], "best": {"score": math.inf, "state": None, "epoch": 0}}
-    path = _checkpoint(UNET_NAME)
-    if path.exists() and not fresh:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        if saved["config"] == config.to_dict() and saved["epochs"] == epochs:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            state = saved["state"]
+    state = checkpoints.new_run_state() if fresh else checkpoints.resume(
+        UNET_NAME, config.to_dict(), epochs, model, optimizer, scheduler)
     rng = np.random.default_rng(state["epoch"])
     for epoch in range(state["epoch"], epochs):
         model.train()
@@ -190,17 +177,10 @@ def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_
             scheduler.step()
             total += loss.item()
         metrics = evaluate_unet(model, dataset, val_rows[:500])
-        score = 1.0 - metrics["site_voxel_accuracy"]
-        if score < state["best"]["score"]:
-            state["best"] = {"score": score, "state": {k: v.clone() for k, v in model.state_dict().items()},
-                             "epoch": epoch + 1}
-        state["history"].append({"epoch": epoch + 1, "loss": total / steps, **metrics,
-                                 "seconds": time.perf_counter() - began})
-        state["epoch"] = epoch + 1
-        logger.info("UNet epoch %d/%d: loss %.4f %s (%.0f s)", epoch + 1, epochs, total / steps, metrics,
-                    state["history"][-1]["seconds"])
-        torch.save({"config": config.to_dict(), "epochs": epochs, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}, path)
+        checkpoints.record_epoch(state, epoch + 1, 1.0 - metrics["site_voxel_accuracy"], model,
+                                 {"loss": total / steps, **metrics, "seconds": time.perf_counter() - began})
+        logger.info("UNet epoch %d/%d: %s", epoch + 1, epochs, state["history"][-1])
+        checkpoints.save(UNET_NAME, config.to_dict(), epochs, model, optimizer, scheduler, state)
     model.load_state_dict(state["best"]["state"])
     metrics = evaluate_unet(model, dataset, val_rows)
     return _write(UNET_NAME, model, config.to_dict(), metrics, epochs, state["best"]["epoch"], len(train_rows),
@@ -280,15 +260,8 @@ def train_vae(epochs: int = 20, batch_size: int = 16, learning_rate: float = 5e-
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * steps, pct_start=0.1)
     coords = torch.from_numpy(coordinate_grid_batch(dataset, np.arange(len(dataset))))
     sizes = voxel_sizes(lattice_lengths(dataset))
-    state = {"epoch": 0, "history": [], "best": {"score": math.inf, "state": None, "epoch": 0}}
-    path = _checkpoint(VAE_NAME)
-    if path.exists() and not fresh:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        if saved["config"] == config.to_dict() and saved["epochs"] == epochs:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            state = saved["state"]
+    state = checkpoints.new_run_state() if fresh else checkpoints.resume(
+        VAE_NAME, config.to_dict(), epochs, model, optimizer, scheduler)
     rng = np.random.default_rng(state["epoch"])
     for epoch in range(state["epoch"], epochs):
         model.train()
@@ -323,15 +296,11 @@ def train_vae(epochs: int = 20, batch_size: int = 16, learning_rate: float = 5e-
             scheduler.step()
             totals += [mse.item(), kld.item(), float(perceptual.detach())]
         metrics = evaluate_vae_mse(model, dataset, val_rows[:500], coords, deciles)
-        if metrics["validation_mse"] < state["best"]["score"]:
-            state["best"] = {"score": metrics["validation_mse"],
-                             "state": {k: v.clone() for k, v in model.state_dict().items()}, "epoch": epoch + 1}
-        state["history"].append({"epoch": epoch + 1, "mse": totals[0] / steps, "kld": totals[1] / steps,
-                                 "perceptual": totals[2] / steps, **metrics, "seconds": time.perf_counter() - began})
-        state["epoch"] = epoch + 1
+        checkpoints.record_epoch(state, epoch + 1, metrics["validation_mse"], model,
+                                 {"mse": totals[0] / steps, "kld": totals[1] / steps,
+                                  "perceptual": totals[2] / steps, **metrics, "seconds": time.perf_counter() - began})
         logger.info("VAE epoch %d/%d: %s", epoch + 1, epochs, state["history"][-1])
-        torch.save({"config": config.to_dict(), "epochs": epochs, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}, path)
+        checkpoints.save(VAE_NAME, config.to_dict(), epochs, model, optimizer, scheduler, state)
     model.load_state_dict(state["best"]["state"])
     metrics = evaluate_vae_mse(model, dataset, val_rows, coords, deciles)
     architecture = {**config.to_dict(), "decile_edges_eV_per_atom": [float(e) for e in edges]}

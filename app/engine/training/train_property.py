@@ -13,7 +13,6 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +22,8 @@ from app.engine.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
 from app.engine.graph import GraphBatch
 from app.engine.paths import models_dir
 from app.engine.registry import load_state_dict, save_manifest_entry, sha256_of
-from app.engine.training.graph_cache import GraphDataset, cache_dir, load_dataset
+from app.engine.training import checkpoints
+from app.engine.training.graph_cache import GraphDataset, load_dataset
 from app.engine.training.datasets import is_validation
 from app.engine.training.recipes import RECIPES, Recipe
 
@@ -79,12 +79,6 @@ def mean_absolute_errors(predicted: np.ndarray, labels: np.ndarray, targets: lis
     return out
 
 
-def _checkpoint_path(name: str) -> Path:
-    folder = cache_dir() / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}.pt"
-
-
 def train(
     name: str,
     epochs: int | None = None,
@@ -115,7 +109,6 @@ def train(
     epochs = epochs or recipe.epochs
     output_dir = output_dir or models_dir()
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
 
     dataset = load_dataset(recipe.dataset)
     train_rows, val_rows = split_indices(dataset, recipe.targets)
@@ -126,9 +119,9 @@ def train(
     config = CGCNNConfig(targets=list(recipe.targets), **recipe.architecture)
     model = CGCNN(config)
     if recipe.init_from:
-        state, _ = load_state_dict(recipe.init_from, output_dir)
+        source_weights, _ = load_state_dict(recipe.init_from, output_dir)
         transferable = {
-            k: v for k, v in state.items() if k.startswith(("embedding.", "convolutions."))
+            k: v for k, v in source_weights.items() if k.startswith(("embedding.", "convolutions."))
         }
         model.load_state_dict(transferable, strict=False)
         logger.info("%s: initialised %d tensors from %s", name, len(transferable), recipe.init_from)
@@ -140,22 +133,12 @@ def train(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.learning_rate, total_steps=epochs * steps_per_epoch, pct_start=0.1
     )
-    history: list[dict] = []
-    best = {"score": math.inf, "state": None, "epoch": 0}
-    start_epoch = 0
-    checkpoint = _checkpoint_path(name)
-    if checkpoint.exists() and not fresh:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if saved["config"] == config.to_dict() and saved["epochs"] == epochs:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            history, best, start_epoch = saved["history"], saved["best"], saved["epoch"]
-            rng = np.random.default_rng(start_epoch)
-            logger.info("%s: resuming after epoch %d", name, start_epoch)
+    state = checkpoints.new_run_state() if fresh else checkpoints.resume(
+        name, config.to_dict(), epochs, model, optimizer, scheduler)
+    rng = np.random.default_rng(state["epoch"])
 
     target_scale = model.target_std.numpy()
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(state["epoch"], epochs):
         model.train()
         began = time.perf_counter()
         order = rng.permutation(train_rows)
@@ -180,27 +163,20 @@ def train(
         val_mae = mean_absolute_errors(predict_rows(model, dataset, val_rows), val_labels, recipe.targets)
         # Model selection on the mean standardised validation MAE over targets.
         score = float(np.nanmean([val_mae[t] / s for t, s in zip(recipe.targets, target_scale)]))
-        if score < best["score"]:
-            best = {"score": score, "state": {k: v.clone() for k, v in model.state_dict().items()}, "epoch": epoch + 1}
-        history.append(
-            {"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "val_mae": val_mae,
-             "seconds": time.perf_counter() - began}
-        )
+        checkpoints.record_epoch(state, epoch + 1, score, model,
+                                 {"train_loss": total_loss / steps_per_epoch, "val_mae": val_mae,
+                                  "seconds": time.perf_counter() - began})
         logger.info("%s epoch %d/%d: loss %.4f val MAE %s (%.0f s)", name, epoch + 1, epochs,
-                    history[-1]["train_loss"], json.dumps({k: round(v, 4) for k, v in val_mae.items()}),
-                    history[-1]["seconds"])
-        torch.save(
-            {"config": config.to_dict(), "epochs": epochs, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "history": history, "best": best, "epoch": epoch + 1},
-            checkpoint,
-        )
+                    total_loss / steps_per_epoch, json.dumps({k: round(v, 4) for k, v in val_mae.items()}),
+                    state["history"][-1]["seconds"])
+        checkpoints.save(name, config.to_dict(), epochs, model, optimizer, scheduler, state)
         if progress is not None:
             progress(epoch + 1, epochs, f"epoch {epoch + 1}: {val_mae}")
 
-    model.load_state_dict(best["state"])
+    model.load_state_dict(state["best"]["state"])
     metrics = evaluate_model(model, dataset, val_rows, recipe)
-    return _write_model(name, recipe, model, metrics, best["epoch"], epochs, len(train_rows), len(val_rows), history, output_dir)
+    return _write_model(name, recipe, model, metrics, state["best"]["epoch"], epochs, len(train_rows), len(val_rows),
+                        state["history"], output_dir)
 
 
 def evaluate_model(model: CGCNN, dataset: GraphDataset, rows: np.ndarray, recipe: Recipe) -> dict:
