@@ -1,6 +1,5 @@
 """Model manifest checks and the eight-property predictor with tiny random models."""
 
-import json
 
 import numpy as np
 import pytest

@@ -1,13 +1,12 @@
 """Training pipeline on a tiny synthetic set: batching, split, checkpoints, manifest and card."""
 
-import json
 
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from app.engine.graph import build_graph, collate
-from app.engine.registry import load_manifest, load_state_dict
+from app.engine.graph import collate
+from app.engine.registry import load_state_dict
 from app.engine.training import train_property
 from app.engine.training.datasets import LabelledCrystal, is_validation
 from app.engine.training.graph_cache import featurise
