@@ -283,7 +283,7 @@ Reproduce: `crystal-designer train {name}` (trains and rewrites this card),
 `crystal-designer evaluate {name}` (recomputes these metrics from the shipped weights).
 
 ## Limits
-Trained on DFT (PBE) labels of mostly ordered, inorganic, experimentally known crystals; its
+Trained on DFT (PBE) labels of ordered inorganic crystals (known and hypothetical); its
 errors grow for chemistries and structure types far from the Materials Project. Predictions are
 estimates for screening, not a substitute for a calculation.
 """
