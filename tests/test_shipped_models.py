@@ -27,7 +27,7 @@ def test_every_shipped_model_is_described_and_verified():
         assert REQUIRED_ENTRY_FIELDS <= set(entry), name
         verified_weights_path(name)
         assert (models_dir() / entry["card"]).exists()
-        assert entry["metrics"]["validation_count"] > 0
+        assert entry["split"]["validation_count"] > 0 and entry["metrics"]
 
 
 def test_srtio3_is_a_stable_insulator(predictor, example):
