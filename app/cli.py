@@ -9,6 +9,7 @@ train NAME           retrain a shipped model from the shared data
 evaluate NAME        validation metrics of a shipped model
 build-index          rebuild the training-set index used by the novelty filter
 gui                  the desktop window (PySide6; Qt is imported only by this subcommand)
+--self-test          check the installation end to end (see app.selftest) and exit
 """
 
 from __future__ import annotations
@@ -243,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"crystal-designer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--self-test", action="store_true",
+                        help="check the installation (models, prediction, generation, worker, 3-D rendering) and exit")
+    # Not required by argparse so that --self-test works alone; main() asks for a command otherwise.
+    commands = parser.add_subparsers(dest="command", required=False)
 
     predict = commands.add_parser("predict", help="predict the eight properties of crystal files")
     predict.add_argument("paths", nargs="+", help="CIF/POSCAR/... files or folders")
@@ -313,12 +317,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.self_test and args.command is None:
+        parser.error("the following arguments are required: command")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
+        if args.self_test:
+            from app.selftest import run_self_test
+
+            return run_self_test()
         return args.handler(args)
     except KeyboardInterrupt:
         return 130

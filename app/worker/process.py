@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import multiprocessing
 import os
 import pickle
 import queue
@@ -25,6 +26,9 @@ from app.worker import protocol
 from app.worker.protocol import JobRequest, Reply
 
 logger = logging.getLogger(__name__)
+
+#: How often an idle worker checks that the application that started it is still running (s).
+PARENT_CHECK_SECONDS = 2.0
 
 
 class SharedCancelToken(CancelToken):
@@ -169,8 +173,19 @@ class _JobServer:
         self._backlog: collections.deque = collections.deque()
 
     def serve(self) -> None:
+        parent = multiprocessing.parent_process()
         while True:
-            request = self._backlog.popleft() if self._backlog else self._requests.get()
+            if self._backlog:
+                request = self._backlog.popleft()
+            else:
+                try:
+                    request = self._requests.get(timeout=PARENT_CHECK_SECONDS)
+                except queue.Empty:
+                    # The app was killed (no clean shutdown message): don't outlive it.
+                    if parent is not None and not parent.is_alive():
+                        logger.info("The application has exited; the worker stops.")
+                        return
+                    continue
             if request is None:
                 return
             self._run(request, between_batches=self._run_interactive_jobs)
