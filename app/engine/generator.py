@@ -32,6 +32,9 @@ MODES = ("around", "random", "interpolate")
 #: 1e-5 Å, whose neighbour search would enumerate billions of periodic images.
 PLAUSIBLE_CELL_LENGTH = (2.0, 40.0)
 
+#: Maps segmented per UNet call (bounds peak memory, not speed).
+UNET_CHUNK = 8
+
 #: Funnel stages in the order they are applied (labels as shown to users).
 FUNNEL_STAGES = (
     ("generated", "Generated"),
@@ -246,8 +249,11 @@ class CrystalGenerator:
             # The decoded cell may come out slightly non-cubic; the UNet and the cell use the mean.
             decoded_lengths = abcs.mean(axis=1)
             lengths = np.clip(decoded_lengths, *PLAUSIBLE_CELL_LENGTH)
-            labels = segment_labels(self.unet, maps[:, 0], torch.from_numpy(voxel_sizes(lengths)).to(self.device))
-            labels = labels.cpu().numpy()
+            sizes = torch.from_numpy(voxel_sizes(lengths)).to(self.device)
+            # The UNet's full-resolution activations cost ~30 MB per map: segment a few at a time.
+            labels = np.concatenate([
+                segment_labels(self.unet, maps[i:i + UNET_CHUNK, 0], sizes[i:i + UNET_CHUNK]).cpu().numpy()
+                for i in range(0, len(maps), UNET_CHUNK)])
             maps = maps.float().cpu().numpy()
         out = []
         for channels, species, length, decoded_length in zip(maps, labels, lengths, decoded_lengths):
