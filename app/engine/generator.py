@@ -22,6 +22,7 @@ from app.engine.density import density_from_model, encode, lattice_from_coords, 
 from app.engine.errors import CrystalDesignerError, ModelError, StructureReadError
 from app.engine.properties import PROPERTY_KEYS
 from app.engine.segmentation import decode
+from app.engine.symmetry import format_space_group, space_group
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class Candidate:
     latent_distance: float
     kept: bool = False
     density: np.ndarray | None = None
+    space_group: str | None = None
     error: str | None = None
 
 
@@ -150,15 +152,6 @@ def minimum_distance_ok(structure, min_distance: float) -> bool:
     """True if no two atoms (periodic images included) are closer than ``min_distance`` Å."""
     centers, _, _, _ = structure.get_neighbor_list(min_distance)
     return len(centers) == 0
-
-
-def space_group_number(structure) -> int:
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    try:
-        return int(SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number())
-    except Exception:  # spglib fails on some degenerate decoded cells; treat as P1
-        return 1
 
 
 class CrystalGenerator:
@@ -365,7 +358,9 @@ class CrystalGenerator:
         flags["distance_ok"] = minimum_distance_ok(structure, settings.min_distance)
         flags["charge_balanced"] = charge_balanced(formula)
         flags["same_formula"] = base_formula is None or formula == base_formula
-        flags["novel"] = not self.training_index.known(formula, space_group_number(structure))
+        symmetry = space_group(structure)
+        # spglib fails on some degenerate decoded cells: those count as P1.
+        flags["novel"] = not self.training_index.known(formula, symmetry[1] if symmetry else 1)
         flags["in_windows"] = all(
             values.get(key) is not None
             and (low is None or values[key] >= low) and (high is None or values[key] <= high)
@@ -390,6 +385,7 @@ class CrystalGenerator:
         if kept:
             unique_kept.setdefault(formula, []).append(structure)
         return Candidate(index, structure, formula, dict(values), flags, latent_distance, kept=kept,
+                         space_group=format_space_group(symmetry),
                          density=density.astype(np.float16) if kept else None)
 
     @staticmethod

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from app.engine.errors import ModelError
+from app.engine.symmetry import space_group_label
 
 logger = logging.getLogger(__name__)
 
@@ -22,17 +23,6 @@ def runs_between_batches(job):
     """Mark a short, interactive job that may run between the batches of a long one."""
     job.runs_between_batches = True
     return job
-
-
-def space_group_label(structure) -> str:
-    """``"Fm-3m (225)"``, or ``"?"`` when spglib cannot analyse the structure."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    try:
-        analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
-        return f"{analyzer.get_space_group_symbol()} ({analyzer.get_space_group_number()})"
-    except Exception:  # spglib raises assorted types on degenerate or disordered cells
-        return "?"
 
 
 def _read_entry(crystal) -> dict:
@@ -118,7 +108,7 @@ def _candidate_payload(candidate) -> dict:
         from pymatgen.io.cif import CifWriter
 
         payload.update(structure=candidate.structure, cif=str(CifWriter(candidate.structure)),
-                       density=candidate.density, space_group=space_group_label(candidate.structure))
+                       density=candidate.density, space_group=candidate.space_group)
     return payload
 
 

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from app.engine.paths import models_dir
+from app.engine.symmetry import SYMPREC, space_group
 from app.engine.training.datasets import READERS, LabelledCrystal, shared_data_dir, to_structure
 
 logger = logging.getLogger(__name__)
@@ -34,14 +35,14 @@ def read_perov5(root: Path):
 
 
 def _fingerprint(record: LabelledCrystal):
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             structure = to_structure(record)
-            space_group = SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number()
-        return structure.composition.reduced_formula, int(space_group), record.material_id, record.source
+            found = space_group(structure)
+        if found is None:
+            return None
+        return structure.composition.reduced_formula, found[1], record.material_id, record.source
     except Exception as error:  # a bad training row must not stop the index
         logger.warning("index: skipping %s: %s", record.material_id, error)
         return None
@@ -54,13 +55,13 @@ def build_training_index(data_root: Path | None = None, output_dir: Path | None 
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         rows = [r for r in pool.map(_fingerprint, records, chunksize=128) if r is not None]
     index: dict[str, dict[str, list[str]]] = {}
-    for formula, space_group, material_id, _source in rows:
-        ids = index.setdefault(formula, {}).setdefault(str(space_group), [])
+    for formula, number, material_id, _source in rows:
+        ids = index.setdefault(formula, {}).setdefault(str(number), [])
         if material_id not in ids:
             ids.append(material_id)
     path = (output_dir or models_dir()) / INDEX_FILE
     payload = {
-        "description": "reduced formula -> space group number (symprec 0.1) -> training ids",
+        "description": f"reduced formula -> space group number (symprec {SYMPREC}) -> training ids",
         "sources": sorted({r[3] for r in rows}),
         "count": len(rows),
         "formulas": index,
