@@ -128,7 +128,10 @@ def _command_generate(args) -> int:
         base = _read_one(args.base) if args.base else None
         second = _read_one(args.second) if args.second else None
         generator = CrystalGenerator(device=args.device)
-        result = generator.generate(settings, base=base, second=second)
+        try:
+            result = generator.generate(settings, base=base, second=second)
+        finally:
+            generator.close()
     except CrystalDesignerError as error:
         print(f"crystal-designer: {error}", file=sys.stderr)
         return 2

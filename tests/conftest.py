@@ -37,7 +37,7 @@ def write_tiny_models(folder: Path, seed: int = 0) -> Path:
         torch.save(model.state_dict(), path)
         save_manifest_entry(name, {"file": path.name, "sha256": sha256_of(path), "kind": "cgcnn",
                                    "architecture": config.to_dict(), "created": "test"}, folder)
-    vae_config = VAEConfig(latent_dim=8, widths=[4, 4, 8, 8])
+    vae_config = VAEConfig(latent_dim=8, widths=[4, 4, 8, 8], species=[8, 11, 17, 22, 38], species_head_width=4)
     unet_config = UNetConfig(species=[11, 17, 38, 22, 8], widths=[4, 8], in_channels=2)
     for name, model, architecture in (
         ("density_vae", ConditionalVAE3D(vae_config),

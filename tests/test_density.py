@@ -218,3 +218,46 @@ def test_unusable_lattice_raises():
         decode(encoded.density, encoded.species, [4.12, -1.0, 4.12])
     with pytest.raises(StructureReadError):
         structure_from_sites([(55, np.zeros(3))], [np.nan, 4.0, 4.0])
+
+
+def test_species_features_describe_each_element_and_leave_background_zero():
+    species = np.zeros((2, 4, 4, 4), dtype=np.uint8)
+    species[0, 1, 1, 1] = 11
+    species[1, 2, 2, 2] = 17
+    features = D.species_features(species)
+    assert features.shape == (2, D.N_SPECIES_FEATURES, 4, 4, 4)
+    na, cl = features[0, :, 1, 1, 1], features[1, :, 2, 2, 2]
+    assert na[0] == pytest.approx(0.11) and cl[0] == pytest.approx(0.17)
+    assert na[2] == pytest.approx(1 / 18) and cl[2] == pytest.approx(17 / 18)
+    assert cl[3] > na[3] > 0  # electronegativity
+    assert np.count_nonzero(features[0].any(axis=0)) == 1
+
+
+@pytest.mark.parametrize("name", sorted(PROTOTYPES))
+def test_harmonising_true_maps_changes_nothing(name):
+    from app.engine.segmentation import harmonise_species
+
+    encoded = D.encode(PROTOTYPES[name]())
+    labels = encoded.species.astype(np.int64)
+    assert np.array_equal(harmonise_species(labels, encoded.lattice_abc), labels)
+
+
+def test_an_atom_labelled_with_two_similar_elements_becomes_one_site():
+    from app.engine.segmentation import harmonise_species
+
+    encoded = D.encode(nacl())
+    labels = encoded.species.astype(np.int64)
+    # Decoder-like confusion: a third of each atom's voxels carry a chemically similar element.
+    rng = np.random.default_rng(0)
+    noisy = labels.copy()
+    flip = rng.random(labels.shape) < 0.33
+    noisy[flip & (labels == 11)] = 19  # Na → K
+    noisy[flip & (labels == 17)] = 35  # Cl → Br
+    assert len(decode(encoded.density, noisy, encoded.lattice_abc)) > 8
+    decoded = decode(encoded.density, noisy, encoded.lattice_abc, harmonise=True)
+    assert decoded.composition.reduced_formula == "NaCl" and len(decoded) == 8
+    assert decoded.matches(encoded.structure)
+    # Voxels go back to their atom's element, except a few on borders between atoms.
+    harmonised = harmonise_species(noisy, encoded.lattice_abc)
+    occupied = labels > 0
+    assert np.mean(harmonised[occupied] == labels[occupied]) > 0.9 > np.mean(noisy[occupied] == labels[occupied])

@@ -10,7 +10,7 @@ from app.engine.errors import CancelledError, CrystalDesignerError
 from app.engine.generator import (FUNNEL_STAGES, CrystalGenerator, GenerationSettings, charge_balanced,
                                   minimum_distance_ok)
 from app.engine.predictor import PropertyPredictor
-from app.engine.voxel_models import ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig
+from app.engine.voxel_models import ConditionalVAE3D, VAEConfig
 
 
 class KnownPairs:
@@ -28,9 +28,8 @@ def nacl(a=5.64):
 @pytest.fixture
 def generator(tiny_models):
     torch.manual_seed(0)
-    vae = ConditionalVAE3D(VAEConfig(latent_dim=8, widths=[4, 4, 8, 8]))
-    unet = UNet3D(UNetConfig(species=[11, 17], widths=[4, 8], in_channels=2))
-    return CrystalGenerator(device="cpu", vae=vae, unet=unet,
+    vae = ConditionalVAE3D(VAEConfig(latent_dim=8, widths=[4, 4, 8, 8], species=[11, 17], species_head_width=4))
+    return CrystalGenerator(device="cpu", vae=vae,
                             predictor=PropertyPredictor(device="cpu", folder=tiny_models),
                             training_index=KnownPairs({("NaCl", 225)}),
                             decile_edges=np.linspace(-3, 0, 9))
@@ -134,3 +133,27 @@ def test_reconstruction_metrics_are_computed_per_structure(generator):
     sampling = evaluate_sampling(generator, count=10)
     assert sampling["count"] == 10
     assert 0.0 <= sampling["structural_validity"] <= sampling["decoded"] <= 1.0
+
+
+def test_parallel_segmentation_gives_the_same_crystals(tiny_models, monkeypatch):
+    import app.engine.generator as generator_module
+    from app.engine.density import encode
+
+    torch.manual_seed(0)
+    vae = ConditionalVAE3D(VAEConfig(latent_dim=8, widths=[4, 4, 8, 8], species=[11, 17], species_head_width=4))
+    parallel = CrystalGenerator(device="cpu", vae=vae, predictor=PropertyPredictor(device="cpu", folder=tiny_models),
+                                training_index=KnownPairs(), decile_edges=np.linspace(-3, 0, 9),
+                                segmentation_workers=2)
+    # True maps of rock salt and CsCl stand in for decoded maps: both must come back whole.
+    maps = [encode(nacl()), encode(Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.12), ["Na", "Cl"],
+                                                              [[0, 0, 0], [.5, .5, .5]]))]
+    jobs = [(m.density, m.species, float(m.lattice_abc[0])) for m in maps] * 9
+    monkeypatch.setattr(generator_module, "PARALLEL_MIN_MAPS", 4)
+    try:
+        together = parallel._segment_all(jobs)
+        assert parallel._pool is not None
+    finally:
+        parallel.close()
+    alone = [generator_module._segment(job) for job in jobs]
+    assert [len(s) for s, _ in together] == [len(s) for s, _ in alone] == [8, 2] * 9
+    assert all(a.matches(b) for (a, _), (b, _) in zip(together, alone))

@@ -613,3 +613,53 @@ def lattice_from_coords(coords_channels: np.ndarray, scale: float = COORD_SCALE)
         slope = float(k_centred @ (profile - profile.mean()) / (k_centred @ k_centred))
         abc[axis] = slope * scale * grid / (1.0 + 2.0 * BOX_MARGIN)
     return abc
+
+
+# --------------------------------------------------------------------------------------------
+# Species features (encoder input)
+# --------------------------------------------------------------------------------------------
+
+#: Per-voxel element descriptors given to the VAE encoder where the species map is non-zero:
+#: atomic number / 100, period / 7, group / 18, Pauling electronegativity / 4 (0 if unknown).
+SPECIES_FEATURE_NAMES = ("Z/100", "period/7", "group/18", "electronegativity/4")
+N_SPECIES_FEATURES = len(SPECIES_FEATURE_NAMES)
+
+
+@functools.lru_cache(maxsize=1)
+def species_feature_table() -> np.ndarray:
+    """Descriptor rows indexed by atomic number; row 0 (no atom) is all zeros.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(256, N_SPECIES_FEATURES)``, float32 (rows above Z = 118 are zero).
+    """
+    table = np.zeros((256, N_SPECIES_FEATURES), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for z in range(1, 119):
+            element = Element.from_Z(z)
+            electronegativity = element.X if element.X and math.isfinite(element.X) else 0.0
+            table[z] = (z / 100.0, element.row / 7.0, element.group / 18.0, electronegativity / 4.0)
+    return table
+
+
+def species_features(species: np.ndarray) -> np.ndarray:
+    """Element descriptors of each voxel of a species map.
+
+    Unlike the density of eq. 1, whose peak height and width (Z / r³, r) blur together where
+    the Gaussians overlap, these channels tell the encoder unambiguously which element fills
+    each voxel (ICSG3D's encoder sees the density only; see the VAE's model card).
+
+    Parameters
+    ----------
+    species : numpy.ndarray
+        Shape ``(..., G, G, G)``, integer atomic numbers (0 = no atom).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(..., N_SPECIES_FEATURES, G, G, G)``, float32, dimensionless.
+    """
+    features = species_feature_table()[np.asarray(species, dtype=np.int64)]
+    return np.moveaxis(features, -1, -4)

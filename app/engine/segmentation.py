@@ -615,7 +615,75 @@ def structure_from_sites(sites: Sequence[Site], lattice_abc: Sequence[float]) ->
     return Structure(Lattice.orthorhombic(*abc), species, coords)
 
 
-def decode(density: np.ndarray, species_labels: np.ndarray, lattice_abc: Sequence[float]) -> Structure:
+def element_kind(atomic_number: int) -> int:
+    """0 for metals, 1 for metalloids, 2 for non-metals (pymatgen's classification)."""
+    element = Element.from_Z(int(atomic_number))
+    return 1 if element.is_metalloid else 0 if element.is_metal else 2
+
+
+def harmonise_species(species_labels: np.ndarray, lattice_abc: Sequence[float], min_voxels: int = 2) -> np.ndarray:
+    """Give each atom of a decoded species map one element: its region's majority label.
+
+    A decoded map often labels one atom with two neighbouring elements (Ga and Zn, O and F),
+    and segmenting each species separately would turn that atom into two sites. Here atoms are
+    found without looking at species: the occupancy (any label) is folded onto the cell and
+    split by the same distance-seeded watershed, which cuts touching balls at their neck
+    (:func:`_regions`). Within each region, every voxel takes the majority label among the
+    labels of its own kind (metal, metalloid, non-metal; :func:`element_kind`). The kind rule
+    keeps a small cation whose ball merges into the neck-less union with its anions (Mg and W
+    inside the O⁶ octahedra of Ba2MgWO6) from being voted away, while the usual confusions,
+    between chemically similar neighbours, are resolved.
+
+    Parameters
+    ----------
+    species_labels : numpy.ndarray
+        Shape ``(G, G, G)``, int: atomic number per voxel, 0 = no atom.
+    lattice_abc : sequence of 3 float
+        Cell lengths (Å).
+    min_voxels : int
+        Occupied pieces smaller than this (bins) keep their labels.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape and dtype; background voxels stay 0.
+    """
+    species_labels = np.asarray(species_labels)
+    abc = _validated_lattice(lattice_abc)
+    if len(np.unique(species_labels[species_labels > 0])) <= 1:
+        return species_labels
+    folded = fold_to_cell(np.zeros(species_labels.shape), np.where(species_labels > 0, species_labels, 0))
+    n_bins = folded.labels.shape[0]
+    pad = n_bins // 2 + 1
+    occupied = np.pad((folded.labels > 0).astype(np.int64), pad, mode="wrap")
+    regions, _ = _regions(occupied, min_voxels, sampling=abc / n_bins)
+    central = regions[pad:pad + n_bins, pad:pad + n_bins, pad:pad + n_bins].ravel()
+    # Votes of each region, from the central copy of the cell (every bin exactly once).
+    votes = np.stack([np.bincount(central, weights=folded.samples[:, j], minlength=regions.max() + 1)
+                      for j in range(len(folded.values))], axis=1)
+    kinds = np.array([element_kind(z) if z > 0 else -1 for z in folded.values])
+    # relabel[kind, region]: the majority label of that kind in the region (0 if none).
+    relabel = np.zeros((3, len(votes)), dtype=np.int64)
+    for kind in range(3):
+        columns = np.flatnonzero(kinds == kind)
+        if columns.size:
+            best = columns[votes[:, columns].argmax(axis=1)]
+            relabel[kind] = np.where(votes[np.arange(len(votes)), best] > 0, folded.values[best], 0)
+    relabel[:, 0] = 0
+    # Box voxel → folded bin → region; its own label's kind picks the row.
+    _, bins, _, _ = _box_axis_geometry(species_labels.shape[0], n_bins)
+    flat_bin = (bins[:, None, None] * n_bins + bins[None, :, None]) * n_bins + bins[None, None, :]
+    voxel_region = central[flat_bin]
+    kind_of = np.full(256, -1, dtype=np.int64)
+    kind_of[folded.values[folded.values > 0]] = kinds[folded.values > 0]
+    voxel_kind = kind_of[np.clip(species_labels, 0, 255).astype(np.int64)]
+    new = relabel[np.maximum(voxel_kind, 0), voxel_region]
+    change = (species_labels > 0) & (voxel_kind >= 0) & (voxel_region > 0) & (new > 0)
+    return np.where(change, new, species_labels).astype(species_labels.dtype)
+
+
+def decode(density: np.ndarray, species_labels: np.ndarray, lattice_abc: Sequence[float],
+           harmonise: bool = False) -> Structure:
     """Crystal structure from density and species maps and cell lengths.
 
     Parameters
@@ -626,6 +694,9 @@ def decode(density: np.ndarray, species_labels: np.ndarray, lattice_abc: Sequenc
         Shape ``(G, G, G)``, int: atomic number per voxel, 0 = no atom.
     lattice_abc : sequence of 3 float
         Cell lengths (Å).
+    harmonise : bool
+        First give each atom one element (:func:`harmonise_species`); for decoded maps, whose
+        atoms often carry two neighbouring elements' labels.
 
     Returns
     -------
@@ -636,6 +707,8 @@ def decode(density: np.ndarray, species_labels: np.ndarray, lattice_abc: Sequenc
     StructureReadError
         If no atom is found in the maps or the cell lengths are unusable.
     """
+    if harmonise:
+        species_labels = harmonise_species(species_labels, lattice_abc)
     sites = sites_from_maps(density, species_labels, lattice_abc)
     if not sites:
         raise StructureReadError(

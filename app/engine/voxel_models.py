@@ -94,30 +94,49 @@ class UNet3D(nn.Module):
 
 @dataclass
 class VAEConfig:
-    """Architecture of the conditional VAE."""
+    """Architecture of the conditional VAE.
+
+    ``channels`` maps are reconstructed (density + three coordinate channels); the encoder also
+    reads ``species_feature_channels`` element descriptors per voxel
+    (:func:`app.engine.density.species_features`). ``species`` lists the atomic numbers of the
+    species head's vocabulary: class 0 is background, class k (k ≥ 1) is ``species[k - 1]``.
+    """
 
     channels: int = 4
     grid: int = 32
     latent_dim: int = 256
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     n_conditions: int = N_CONDITIONS
+    species: list[int] = field(default_factory=list)
+    species_feature_channels: int = 4
+    species_head_width: int = 32
+
+    @property
+    def n_species_classes(self) -> int:
+        return len(self.species) + 1
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class ConditionalVAE3D(nn.Module):
-    """Conditional VAE over 4-channel voxel maps (density + three coordinate channels).
+    """Conditional VAE over voxel maps with a species head.
 
-    The one-hot condition (formation-energy decile) is tiled as extra input channels of the
-    encoder and concatenated to the latent vector at the decoder input (paper Figure 1a).
+    Encoder input: density, three coordinate channels and the element descriptors of each
+    voxel, plus the one-hot condition (formation-energy decile) tiled as extra channels
+    (paper Figure 1a). Decoder: latent + condition → density and coordinate channels at G³,
+    and species logits (background + vocabulary) at G/2 from the last hidden layer, one per
+    2×2×2 block of voxels (:func:`upsample_species` brings them to G³ for segmentation;
+    training compares them with each block's majority class, which costs a fraction of a
+    full-resolution loss on the CPU). The species head replaces the paper's separate
+    segmentation UNet at generation time (see the model card for why).
     """
 
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.config = config
         layers: list[nn.Module] = []
-        channels = config.channels + config.n_conditions
+        channels = config.channels + config.species_feature_channels + config.n_conditions
         for width in config.widths:
             layers += [nn.Conv3d(channels, width, 4, stride=2, padding=1, bias=False),
                        nn.BatchNorm3d(width), nn.LeakyReLU(0.2, inplace=True)]
@@ -133,25 +152,74 @@ class ConditionalVAE3D(nn.Module):
         for width, next_width in zip(widths, widths[1:]):
             layers += [nn.ConvTranspose3d(width, next_width, 4, stride=2, padding=1, bias=False),
                        nn.BatchNorm3d(next_width), nn.LeakyReLU(0.2, inplace=True)]
-        layers += [nn.ConvTranspose3d(widths[-1], config.channels, 4, stride=2, padding=1)]
         self.decoder = nn.Sequential(*layers)
+        self.map_head = nn.ConvTranspose3d(widths[-1], config.channels, 4, stride=2, padding=1)
+        self.species_head = nn.Sequential(
+            nn.Conv3d(widths[-1], config.species_head_width, 3, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv3d(config.species_head_width, config.n_species_classes, 1),
+        )
 
     def encode(self, maps: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``maps`` (batch, 4, G, G, G), ``condition`` (batch, 10) → μ, log σ² (batch, latent)."""
+        """Encoder input (batch, channels + species features, G, G, G) and condition
+        (batch, n_conditions) → μ, log σ² (batch, latent)."""
         tiled = condition[:, :, None, None, None].expand(-1, -1, *maps.shape[2:])
         hidden = self.encoder(torch.cat([maps, tiled], dim=1)).flatten(1)
         return self.to_mu(hidden), self.to_logvar(hidden)
 
-    def decode(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Latent ``z`` (batch, latent) and condition (batch, 10) → maps (batch, 4, G, G, G)."""
+    def _hidden(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         hidden = self.from_latent(torch.cat([z, condition], dim=1))
         hidden = hidden.view(len(z), self.config.widths[-1], self.bottom, self.bottom, self.bottom)
         return self.decoder(F.leaky_relu(hidden, 0.2))
 
+    def decode(self, z: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent ``z`` (batch, latent) and condition (batch, n_conditions) → maps
+        (batch, channels, G, G, G) and block species logits (batch, n_species_classes, G/2, G/2, G/2)."""
+        hidden = self._hidden(z, condition)
+        return self.map_head(hidden), self.species_head(hidden)
+
+    def decode_maps(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Only the density and coordinate channels (batch, channels, G, G, G)."""
+        return self.map_head(self._hidden(z, condition))
+
     def forward(self, maps: torch.Tensor, condition: torch.Tensor):
+        """→ reconstructed maps, species logits, μ, log σ² (z sampled in training mode)."""
         mu, logvar = self.encode(maps, condition)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
-        return self.decode(z, condition), mu, logvar
+        recon, logits = self.decode(z, condition)
+        return recon, logits, mu, logvar
+
+
+def upsample_species(block_logits: torch.Tensor) -> torch.Tensor:
+    """Block species logits (batch, classes, G/2, G/2, G/2) → voxel logits (batch, classes, G, G, G),
+    trilinear, so region borders fall between voxels rather than on the block grid."""
+    return F.interpolate(block_logits, scale_factor=2, mode="trilinear", align_corners=False)
+
+
+def species_from_logits(logits: torch.Tensor, vocabulary: list[int]) -> torch.Tensor:
+    """Atomic-number map (batch, D, H, W), int64, 0 = no atom, from species logits
+    (batch, classes, D, H, W)."""
+    table = torch.tensor([0] + list(vocabulary), device=logits.device)
+    return table[logits.argmax(dim=1)]
+
+
+def block_majority(classes: torch.Tensor) -> torch.Tensor:
+    """Majority class of each 2×2×2 block (ties: the lowest-indexed voxel of the block).
+
+    Parameters
+    ----------
+    classes : torch.Tensor
+        Shape ``(batch, G, G, G)``, int64, G even.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(batch, G/2, G/2, G/2)``, int64.
+    """
+    b, g = classes.shape[0], classes.shape[1] // 2
+    blocks = classes.view(b, g, 2, g, 2, g, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, g, g, g, 8)
+    votes = (blocks[..., :, None] == blocks[..., None, :]).sum(dim=-1)
+    return blocks.gather(-1, votes.argmax(dim=-1, keepdim=True))[..., 0]
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

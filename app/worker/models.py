@@ -7,6 +7,7 @@ stops prediction: its error is kept and reported ("generator models not availabl
 from __future__ import annotations
 
 import logging
+import os
 
 from app.engine.errors import CrystalDesignerError, ModelError
 
@@ -60,7 +61,9 @@ class WorkerModels:
         from app.engine.generator import CrystalGenerator
 
         try:
-            self._generator = CrystalGenerator(device=self.device_preference, predictor=self._predictor)
+            # Leave one core to the window: segmentation runs in (CPU count - 1) processes.
+            self._generator = CrystalGenerator(device=self.device_preference, predictor=self._predictor,
+                                               segmentation_workers=max(1, (os.cpu_count() or 1) - 1))
         except (CrystalDesignerError, OSError, KeyError, ValueError, RuntimeError) as error:
             # RuntimeError: torch's load_state_dict on weights of another architecture.
             self.generator_error = f"generator models not available: {error}"

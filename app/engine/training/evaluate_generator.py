@@ -20,11 +20,15 @@ from app.engine.generator import CrystalGenerator, GenerationSettings, charge_ba
 logger = logging.getLogger(__name__)
 
 
-def _site_error(matcher, truth, decoded) -> float | None:
-    """Mean distance (Å) between corresponding sites after the matcher's best alignment."""
+def _site_error(truth, decoded) -> float | None:
+    """Mean distance (Å) between corresponding sites after the best alignment of two cells with
+    the same number of sites (the decoded cell scaled to the true volume, as the matcher does)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
     if len(truth) != len(decoded):
         return None
-    aligned = matcher.get_s2_like_s1(truth, decoded)
+    # get_s2_like_s1 needs primitive_cell=False; conventional cells of equal size align directly.
+    aligned = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10, primitive_cell=False).get_s2_like_s1(truth, decoded)
     if aligned is None:
         return None
     distances = [truth.lattice.get_distance_and_image(a.frac_coords, b.frac_coords)[0]
@@ -51,7 +55,7 @@ def evaluate_reconstruction(generator: CrystalGenerator, structures, batch: int 
                 warnings.simplefilter("ignore")
                 if matcher.fit(structure, decoded):
                     matched += 1
-                    error_angstrom = _site_error(matcher, structure, decoded)
+                    error_angstrom = _site_error(structure, decoded)
                     if error_angstrom is not None:
                         site_errors.append(error_angstrom)
             lattice_errors.append(np.abs(np.array(decoded.lattice.abc) - np.array(structure.lattice.abc)).mean())
@@ -86,13 +90,21 @@ def evaluate_sampling(generator: CrystalGenerator, count: int = 1000, seed: int 
 
 def evaluate_generator(n_reconstruct: int = 300, n_samples: int = 1000, n_bases: int = 3, n_around: int = 200) -> dict:
     """All generator metrics on the validation split (see module docstring)."""
+    began = time.perf_counter()
+    generator = CrystalGenerator(device="cpu")
+    try:
+        return _evaluate(generator, n_reconstruct, n_samples, n_bases, n_around, began)
+    finally:
+        generator.close()
+
+
+def _evaluate(generator: CrystalGenerator, n_reconstruct: int, n_samples: int, n_bases: int, n_around: int,
+              began: float) -> dict:
     from pymatgen.core import Structure
 
     from app.engine.training.generator_data import load_voxel_dataset
     from app.engine.training.train_generator import split
 
-    began = time.perf_counter()
-    generator = CrystalGenerator(device="cpu")
     dataset = load_voxel_dataset()
     _, val_rows = split(dataset)
     rng = np.random.default_rng(0)
