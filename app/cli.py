@@ -197,8 +197,14 @@ def _command_train(args) -> int:
     if args.name in GENERATOR_MODELS:
         from app.engine.training import train_generator
 
-        train = train_generator.train_unet if args.name == train_generator.UNET_NAME else train_generator.train_vae
-        entry = train(**({"epochs": args.epochs} if args.epochs else {}), fresh=args.fresh)
+        options = {"fresh": args.fresh, **({"epochs": args.epochs} if args.epochs else {}),
+                   **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
+        if args.name == train_generator.UNET_NAME:
+            entry = train_generator.train_unet(**options)
+        else:
+            entry = train_generator.train_vae(
+                **options, continue_shipped=args.continue_shipped,
+                **({"species_weight": args.species_weight} if args.species_weight else {}))
     else:
         from app.engine.training.train_property import train
 
@@ -292,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS)
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
+    train.add_argument("--learning-rate", type=float, default=None, help="generator models: peak learning rate")
+    train.add_argument("--species-weight", type=float, default=None,
+                       help="density_vae: weight of the species cross-entropy")
+    train.add_argument("--continue", dest="continue_shipped", action="store_true",
+                       help="density_vae: start from the shipped weights with a new learning-rate cycle")
     train.set_defaults(handler=_command_train)
 
     evaluate = commands.add_parser("evaluate", help="validation metrics of a shipped model")

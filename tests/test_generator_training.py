@@ -39,6 +39,12 @@ def test_unet_then_vae_train_and_write_manifest(voxel_dataset, tmp_path, monkeyp
     assert 0.0 <= vae_entry["metrics"]["species_voxel_accuracy"] <= 1.0
     assert np.isfinite(vae_entry["metrics"]["validation_mse"])
     assert (out / "density_vae.md").exists()
+    # A second learning-rate cycle from the written weights records both stages.
+    train_generator.train_vae(epochs=1, batch_size=2, output_dir=out, continue_shipped=True)
+    _, entry = load_state_dict("density_vae", out)
+    assert entry["epochs"] == 2
+    assert [stage["started_from"] for stage in entry["training"]["stages"]] == [
+        "random initialisation", "shipped density_vae weights"]
 
 
 def test_class_weights_ignore_background_and_favour_rare_species():

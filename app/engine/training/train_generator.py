@@ -316,9 +316,13 @@ def vae_batch(dataset: VoxelDataset, rows: np.ndarray, coords: torch.Tensor, loo
 def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-3, alpha: float = 1.0,
               beta: float = 1e-3, species_weight: float = 1.0, lattice_weight: float = 1.0,
               perceptual_crop: int = 16, output_dir: Path | None = None, cancel: CancelToken | None = None,
-              fresh: bool = False) -> dict:
+              fresh: bool = False, continue_shipped: bool = False) -> dict:
     """Train the conditional DFC-VAE with a species head; the frozen shipped UNet gives the
     perceptual loss.
+
+    With ``continue_shipped`` the run starts from the shipped ``density_vae`` weights (same
+    architecture required) with a new learning-rate cycle of ``epochs`` epochs; the manifest
+    then records both stages and their total epochs.
 
     Loss per batch: MSE of the density and coordinate channels + ``lattice_weight`` × squared
     error (Å²) of the cell lengths read from the decoded coordinate channels +
@@ -343,6 +347,16 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
     lookup[vocabulary] = np.arange(1, len(vocabulary) + 1)
     config = VAEConfig(species=vocabulary)
     model = ConditionalVAE3D(config)
+    run_name, earlier_stages, earlier_epochs = VAE_NAME, [], 0
+    if continue_shipped:
+        shipped_state, shipped_entry = load_state_dict(VAE_NAME, output_dir)
+        shipped_architecture = {k: v for k, v in shipped_entry["architecture"].items() if k != "decile_edges_eV_per_atom"}
+        if shipped_architecture != config.to_dict():
+            raise ValueError("The shipped density_vae has another architecture; train it afresh instead.")
+        model.load_state_dict(shipped_state)
+        run_name = f"{VAE_NAME}.continued"
+        earlier_stages = shipped_entry["training"].get("stages", [shipped_entry["training"]])
+        earlier_epochs = int(shipped_entry["epochs"])
     class_weight = torch.from_numpy(species_class_weights(lookup[dataset.species[train_rows[:2000]]],
                                                           config.n_species_classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
@@ -352,8 +366,8 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
     lengths = torch.from_numpy(lattice_lengths(dataset))
     sizes = voxel_sizes(lattice_lengths(dataset))
     state = checkpoints.new_run_state() if fresh else checkpoints.resume(
-        VAE_NAME, config.to_dict(), epochs, model, optimizer, scheduler)
-    rng = np.random.default_rng(state["epoch"])
+        run_name, config.to_dict(), epochs, model, optimizer, scheduler)
+    rng = np.random.default_rng(state["epoch"] + 1000 * continue_shipped)
     for epoch in range(state["epoch"], epochs):
         model.train()
         began = time.perf_counter()
@@ -394,17 +408,20 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
                                  {"mse": mean[0], "lattice_mse": mean[1], "species_ce": mean[2], "kld": mean[3],
                                   "perceptual": mean[4], **metrics, "seconds": time.perf_counter() - began})
         logger.info("VAE epoch %d/%d: %s", epoch + 1, epochs, state["history"][-1])
-        checkpoints.save(VAE_NAME, config.to_dict(), epochs, model, optimizer, scheduler, state)
+        checkpoints.save(run_name, config.to_dict(), epochs, model, optimizer, scheduler, state)
     model.load_state_dict(state["best"]["state"])
     metrics = evaluate_vae(model, dataset, val_rows, coords, deciles, lookup)
     architecture = {**config.to_dict(), "decile_edges_eV_per_atom": [float(e) for e in edges]}
-    return _write(VAE_NAME, model, architecture, metrics, epochs, state["best"]["epoch"], len(train_rows),
+    stage = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "alpha": alpha,
+             "beta": beta, "species_weight": species_weight, "lattice_weight": lattice_weight,
+             "perceptual_crop": perceptual_crop, "best_epoch": state["best"]["epoch"],
+             "started_from": "shipped density_vae weights" if continue_shipped else "random initialisation"}
+    return _write(VAE_NAME, model, architecture, metrics, earlier_epochs + epochs,
+                  earlier_epochs + state["best"]["epoch"], len(train_rows),
                   len(val_rows), output_dir,
                   description="Conditional deep-feature-consistent VAE over 32³ density + coordinate maps, "
                               "with a species head",
-                  training={"batch_size": batch_size, "learning_rate": learning_rate, "alpha": alpha, "beta": beta,
-                            "species_weight": species_weight, "lattice_weight": lattice_weight,
-                            "perceptual_crop": perceptual_crop,
+                  training={"stages": earlier_stages + [stage],
                             "species_loss": "cross-entropy weighted by 1/sqrt(voxel frequency)",
                             "condition": "decile of predicted formation energy per atom"},
                   notes=VAE_RECIPE_NOTES)
