@@ -188,7 +188,8 @@ def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_
                   len(val_rows), output_dir,
                   description="3-D UNet segmenting density maps into atomic species (ICSG3D eq. 6-7)",
                   training={"crop": crop, "batch_size": batch_size, "learning_rate": learning_rate,
-                            "loss": "class-weighted cross-entropy (1/frequency, background 0) + mask BCE"})
+                            "loss": "class-weighted cross-entropy (1/frequency, background 0) + mask BCE"},
+                  notes=UNET_ROLE_NOTES)
 
 
 @torch.no_grad()
@@ -467,6 +468,13 @@ def evaluate_vae(model, dataset: VoxelDataset, rows: np.ndarray, coords: torch.T
     return {"validation_mse": mse / n, "lattice_mae_angstrom": lattice / n,
             "species_voxel_accuracy": correct / max(total, 1), "occupancy_iou": intersection / max(union, 1)}
 
+
+UNET_ROLE_NOTES = """## Role in the generator
+The generator no longer segments decoded maps with this UNet: the VAE's own species head labels
+them (see the `density_vae` card: on true maps of validation perovskites, this UNet's labels gave
+0 % structure matches). The UNet is trained first and frozen, and its contracting path gives
+the VAE's deep-feature-consistency (perceptual) loss, as in the paper.
+"""
 
 VAE_RECIPE_NOTES = """## Changes to the paper's recipe, and why
 - **Species head.** The decoder predicts each 2×2×2 block's species (background + the
