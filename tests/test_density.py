@@ -261,3 +261,29 @@ def test_an_atom_labelled_with_two_similar_elements_becomes_one_site():
     harmonised = harmonise_species(noisy, encoded.lattice_abc)
     occupied = labels > 0
     assert np.mean(harmonised[occupied] == labels[occupied]) > 0.9 > np.mean(noisy[occupied] == labels[occupied])
+
+
+@pytest.mark.parametrize("name", sorted(PROTOTYPES))
+def test_generator_segmentation_settings_keep_every_atom_of_true_maps(name):
+    from app.engine.generator import MIN_BALL_FRACTION
+
+    encoded = D.encode(PROTOTYPES[name]())
+    decoded = decode(encoded.density, encoded.species, encoded.lattice_abc, harmonise=True,
+                     min_ball_fraction=MIN_BALL_FRACTION)
+    assert len(decoded) == len(encoded.structure) and decoded.matches(encoded.structure)
+
+
+def test_a_fragment_much_smaller_than_an_ion_is_not_an_atom():
+    encoded = D.encode(srtio3())
+    labels = encoded.species.astype(np.int64)
+    # A decoder artefact: a 0.45 Å blob labelled Ba inside the edge of every copy of the Sr ball
+    # (1.2 Å from its centre), about 3 % of a Ba ion's volume.
+    a = encoded.lattice_abc[0]
+    u = np.mod(D.box_fractions() - 1.2 / a + 0.5, 1.0) - 0.5
+    w = np.mod(D.box_fractions() + 0.5, 1.0) - 0.5
+    distance = a * np.sqrt(u[:, None, None] ** 2 + w[None, :, None] ** 2 + w[None, None, :] ** 2)
+    fragment = np.where(distance < 0.45, 56, labels)
+    with_fragment = decode(encoded.density, fragment, encoded.lattice_abc)
+    assert with_fragment.composition["Ba"] == 1 and len(with_fragment) == 6
+    kept = decode(encoded.density, fragment, encoded.lattice_abc, min_ball_fraction=0.1)
+    assert kept.composition.reduced_formula == "SrTiO3" and len(kept) == 5

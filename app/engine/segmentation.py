@@ -52,7 +52,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from app.engine.density import BOX_MARGIN, box_fractions
+from app.engine.density import BOX_MARGIN, MAX_RADIUS, MIN_RADIUS, box_fractions, element_fallback_radius
 from app.engine.errors import StructureReadError
 
 logger = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ def _smooth_labels(labels: np.ndarray) -> np.ndarray:
 def sites_from_maps(density: np.ndarray, species_labels: np.ndarray, lattice_abc: Sequence[float],
                     min_voxels: int = 2, merge_distance: float = MERGE_DISTANCE,
                     density_weighted: bool = False, smooth_labels: bool = True,
-                    refine: bool = True) -> list[Site]:
+                    refine: bool = True, min_ball_fraction: float = 0.0) -> list[Site]:
     """Atomic sites (atomic number, fractional coordinates) segmented from voxel maps.
 
     Parameters
@@ -339,6 +339,11 @@ def sites_from_maps(density: np.ndarray, species_labels: np.ndarray, lattice_abc
     refine : bool
         Refine centroids by sphere fits to each atom's free surface (see
         :func:`_refine_by_sphere_fit`); halves the site error on true maps.
+    min_ball_fraction : float
+        Drop atoms whose region holds fewer bins than this fraction of the ball an ion of that
+        element fills (radius :func:`app.engine.density.element_fallback_radius`, clamped as
+        in the encoding). Fragments of a neighbour's ball that a decoded map labels with
+        another element are far smaller than a whole ion; 0 keeps every region.
 
     Returns
     -------
@@ -417,10 +422,31 @@ def sites_from_maps(density: np.ndarray, species_labels: np.ndarray, lattice_abc
 
     keep = ((numbers > 0) & (votes[np.arange(n), choice] > 0) & (plain_mass > 0)
             & (bins_with_label >= min_voxels))
+    if min_ball_fraction > 0:
+        keep &= bins_with_label >= min_ball_fraction * _ball_bins(numbers, abc, n_bins)
     if refine:
         frac = _refine_by_sphere_fit(frac, numbers, abc, regions, seeds, selected, pad, species_labels)
     logger.debug("%d atoms segmented in the folded cell, %d kept", n, int(keep.sum()))
     return _merge_duplicates(numbers[keep], frac[keep], mass[keep], abc, merge_distance)
+
+
+def _ball_bins(numbers: np.ndarray, abc: np.ndarray, n_bins: int) -> np.ndarray:
+    """Folded-cell bins inside a whole ion of each atom, with the radius the encoding would give
+    it (:func:`app.engine.density.site_radii`: ionic radius of the likely oxidation state in
+    this composition, else the element's fallback radius)."""
+    from pymatgen.core import Composition
+
+    from app.engine.density import _guess_oxidation_states, _ionic_radius
+
+    symbols = [Element.from_Z(int(z)).symbol for z in numbers]
+    counts: dict[str, int] = {}
+    for symbol in symbols:
+        counts[symbol] = counts.get(symbol, 0) + 1
+    states = dict(_guess_oxidation_states(Composition(counts).reduced_formula) or ()) if counts else {}
+    radii = np.array([(_ionic_radius(symbol, states[symbol]) if symbol in states else None)
+                      or element_fallback_radius(symbol) for symbol in symbols])
+    radius_bins = np.clip(radii, MIN_RADIUS, MAX_RADIUS)[:, None] * n_bins / np.asarray(abc)[None, :]
+    return 4.0 / 3.0 * np.pi * np.prod(radius_bins, axis=1)
 
 
 def _box_copies(regions: np.ndarray, seeds: np.ndarray, selected: np.ndarray, pad: int,
@@ -683,7 +709,7 @@ def harmonise_species(species_labels: np.ndarray, lattice_abc: Sequence[float], 
 
 
 def decode(density: np.ndarray, species_labels: np.ndarray, lattice_abc: Sequence[float],
-           harmonise: bool = False) -> Structure:
+           harmonise: bool = False, min_ball_fraction: float = 0.0) -> Structure:
     """Crystal structure from density and species maps and cell lengths.
 
     Parameters
@@ -697,6 +723,8 @@ def decode(density: np.ndarray, species_labels: np.ndarray, lattice_abc: Sequenc
     harmonise : bool
         First give each atom one element (:func:`harmonise_species`); for decoded maps, whose
         atoms often carry two neighbouring elements' labels.
+    min_ball_fraction : float
+        See :func:`sites_from_maps`.
 
     Returns
     -------
@@ -709,7 +737,7 @@ def decode(density: np.ndarray, species_labels: np.ndarray, lattice_abc: Sequenc
     """
     if harmonise:
         species_labels = harmonise_species(species_labels, lattice_abc)
-    sites = sites_from_maps(density, species_labels, lattice_abc)
+    sites = sites_from_maps(density, species_labels, lattice_abc, min_ball_fraction=min_ball_fraction)
     if not sites:
         raise StructureReadError(
             "No atoms were found in the generated map: no labelled region is large enough to be "
