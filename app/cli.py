@@ -219,6 +219,11 @@ def _command_evaluate(args) -> int:
         from app.engine.training.evaluate_generator import evaluate_generator
 
         report = evaluate_generator(n_reconstruct=args.n_reconstruct, n_samples=args.n_samples)
+        if args.record:
+            from app.engine.training.evaluate_generator import record_generator_metrics
+
+            record_generator_metrics(report, f"crystal-designer evaluate generator --n-reconstruct "
+                                             f"{args.n_reconstruct} --n-samples {args.n_samples}")
     else:
         from app.engine.training.train_property import evaluate
 
@@ -309,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator",))
     evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
     evaluate.add_argument("--n-samples", type=int, default=1000, help="generator: random samples")
+    evaluate.add_argument("--record", action="store_true",
+                          help="generator: store the report in the VAE's manifest entry and model card")
     evaluate.set_defaults(handler=_command_evaluate)
 
     index = commands.add_parser("build-index", help="rebuild models/ training index and element references")

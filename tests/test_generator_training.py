@@ -36,7 +36,7 @@ def test_unet_then_vae_train_and_write_manifest(voxel_dataset, tmp_path, monkeyp
     edges = entry["architecture"]["decile_edges_eV_per_atom"]
     assert len(edges) == 9 and edges == sorted(edges)
     assert entry["architecture"]["species"] == [17, 19, 37, 55]
-    assert 0.0 <= vae_entry["metrics"]["species_voxel_accuracy"] <= 1.0
+    assert 0.0 <= vae_entry["metrics"]["species_block_accuracy"] <= 1.0
     assert np.isfinite(vae_entry["metrics"]["validation_mse"])
     assert (out / "density_vae.md").exists()
     # A second learning-rate cycle from the written weights records both stages.

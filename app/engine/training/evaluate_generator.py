@@ -124,3 +124,24 @@ def _evaluate(generator: CrystalGenerator, n_reconstruct: int, n_samples: int, n
         report["around_base"][base.composition.reduced_formula] = {"funnel": result.funnel, "validity": valid}
     report["seconds"] = time.perf_counter() - began
     return report
+
+
+def record_generator_metrics(report: dict, command: str, folder=None) -> None:
+    """Store an evaluation report with the shipped VAE's manifest entry and rewrite its card.
+
+    Parameters
+    ----------
+    report : dict
+        Output of :func:`evaluate_generator`.
+    command : str
+        The command line that produced it (shown in the card).
+    """
+    from app.engine.paths import models_dir
+    from app.engine.registry import load_manifest, save_manifest_entry
+    from app.engine.training.train_generator import VAE_NAME, write_card
+
+    folder = folder or models_dir()
+    entry = load_manifest(folder)[VAE_NAME]
+    entry["generator_metrics"] = {"command": command, "date": time.strftime("%Y-%m-%d"), "report": report}
+    save_manifest_entry(VAE_NAME, entry, folder)
+    write_card(VAE_NAME, entry, folder)

@@ -7,6 +7,7 @@ written to ``models/`` with its manifest entry and model card.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -188,8 +189,7 @@ def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_
                   len(val_rows), output_dir,
                   description="3-D UNet segmenting density maps into atomic species (ICSG3D eq. 6-7)",
                   training={"crop": crop, "batch_size": batch_size, "learning_rate": learning_rate,
-                            "loss": "class-weighted cross-entropy (1/frequency, background 0) + mask BCE"},
-                  notes=UNET_ROLE_NOTES)
+                            "loss": "class-weighted cross-entropy (1/frequency, background 0) + mask BCE"})
 
 
 @torch.no_grad()
@@ -349,6 +349,8 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
     config = VAEConfig(species=vocabulary)
     model = ConditionalVAE3D(config)
     run_name, earlier_stages, earlier_epochs = VAE_NAME, [], 0
+    reproduce = [f"crystal-designer train {VAE_NAME} --epochs {epochs} --learning-rate {learning_rate:g} "
+                 f"--species-weight {species_weight:g}"]
     if continue_shipped:
         shipped_state, shipped_entry = load_state_dict(VAE_NAME, output_dir)
         shipped_architecture = {k: v for k, v in shipped_entry["architecture"].items() if k != "decile_edges_eV_per_atom"}
@@ -358,6 +360,9 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
         run_name = f"{VAE_NAME}.continued"
         earlier_stages = shipped_entry["training"].get("stages", [shipped_entry["training"]])
         earlier_epochs = int(shipped_entry["epochs"])
+        reproduce = shipped_entry.get("reproduce", [f"crystal-designer train {VAE_NAME}"]) + [
+            f"crystal-designer train {VAE_NAME} --continue --epochs {epochs} --learning-rate {learning_rate:g} "
+            f"--species-weight {species_weight:g}"]
     class_weight = torch.from_numpy(species_class_weights(lookup[dataset.species[train_rows[:2000]]],
                                                           config.n_species_classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
@@ -403,7 +408,7 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
             scheduler.step()
             totals += [mse.item(), lattice.item(), species.item(), kld.item(), float(perceptual.detach())]
         metrics = evaluate_vae(model, dataset, val_rows[:400], coords, deciles, lookup)
-        selection = metrics["validation_mse"] + metrics["lattice_mae_angstrom"] + (1.0 - metrics["species_voxel_accuracy"])
+        selection = metrics["validation_mse"] + metrics["lattice_mae_angstrom"] + (1.0 - metrics["species_block_accuracy"])
         mean = totals / steps
         checkpoints.record_epoch(state, epoch + 1, selection, model,
                                  {"mse": mean[0], "lattice_mse": mean[1], "species_ce": mean[2], "kld": mean[3],
@@ -425,7 +430,7 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
                   training={"stages": earlier_stages + [stage],
                             "species_loss": "cross-entropy weighted by 1/sqrt(voxel frequency)",
                             "condition": "decile of predicted formation energy per atom"},
-                  notes=VAE_RECIPE_NOTES)
+                  reproduce=reproduce)
 
 
 def coordinate_grid_batch(dataset: VoxelDataset, rows: np.ndarray) -> np.ndarray:
@@ -466,7 +471,7 @@ def evaluate_vae(model, dataset: VoxelDataset, rows: np.ndarray, coords: torch.T
         union += int(((predicted > 0) | occupied).sum())
     n = max(len(rows), 1)
     return {"validation_mse": mse / n, "lattice_mae_angstrom": lattice / n,
-            "species_voxel_accuracy": correct / max(total, 1), "occupancy_iou": intersection / max(union, 1)}
+            "species_block_accuracy": correct / max(total, 1), "occupancy_iou": intersection / max(union, 1)}
 
 
 UNET_ROLE_NOTES = """## Role in the generator
@@ -494,7 +499,7 @@ VAE_RECIPE_NOTES = """## Changes to the paper's recipe, and why
 
 
 def _write(name, model, architecture, metrics, epochs, best_epoch, n_train, n_val, output_dir: Path,
-           description: str, training: dict, notes: str = "") -> dict:
+           description: str, training: dict, reproduce: list[str] | None = None) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     weights = output_dir / f"{name}.pt"
     torch.save(model.state_dict(), weights)
@@ -505,37 +510,75 @@ def _write(name, model, architecture, metrics, epochs, best_epoch, n_train, n_va
         "split": {"method": "sha256(material_id) mod 100 < 10 -> validation", "train_count": n_train,
                   "validation_count": n_val},
         "epochs": epochs, "best_epoch": best_epoch, "training": training, "metrics": metrics,
+        "reproduce": reproduce or [f"crystal-designer train {name}"],
         "card": f"{name}.md", "created": time.strftime("%Y-%m-%d"),
     }
     save_manifest_entry(name, entry, output_dir)
-    metric_rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                            for k, v in metrics.items())
+    write_card(name, entry, output_dir)
+    return entry
+
+
+def _metric_rows(metrics: dict) -> str:
+    return "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+
+
+def _training_text(entry: dict) -> str:
+    training = dict(entry["training"])
+    stages = training.pop("stages", None)
+    text = f"{entry['epochs']} epochs on 2 CPU cores (best validation epoch {entry['best_epoch']})"
+    if not stages:
+        return f"{text}; settings: `{training}`."
+    lines = [f"{text}, in {len(stages)} learning-rate cycles (one-cycle schedule each):"]
+    for number, stage in enumerate(stages, 1):
+        settings = {k: v for k, v in stage.items() if k not in ("epochs", "best_epoch", "started_from")}
+        lines.append(f"{number}. {stage.get('epochs', '?')} epochs from {stage.get('started_from', '?')}, "
+                     f"best epoch {stage.get('best_epoch', '?')}; `{settings}`")
+    return "\n".join(lines) + f"\n\nCommon settings: `{training}`."
+
+
+def write_card(name: str, entry: dict, output_dir: Path) -> None:
+    """Write ``models/<name>.md`` from the model's manifest entry."""
+    notes = {UNET_NAME: UNET_ROLE_NOTES, VAE_NAME: VAE_RECIPE_NOTES}.get(name, "")
+    reproduce = "\n".join(f"    {command}" for command in entry.get("reproduce", [f"crystal-designer train {name}"]))
+    generator = entry.get("generator_metrics")
+    generator_text = "" if not generator else f"""
+## Generator-level metrics (validation cells)
+Measured by `{generator['command']}` on {generator['date']}:
+
+```json
+{json.dumps(generator['report'], indent=2)}
+```
+"""
     (output_dir / f"{name}.md").write_text(f"""# Model card: {name}
 
-{description} (ICSG3D, Court et al., J. Chem. Inf. Model. 2020), implemented and trained in this project.
+{entry['description']} (ICSG3D, Court et al., J. Chem. Inf. Model. 2020), implemented and trained in this project.
 
 ## Model
-Architecture arguments: `{architecture}`. Weights `{weights.name}`, sha256 `{entry['sha256']}`.
+Architecture arguments: `{entry['architecture']}`. Weights `{entry['file']}`, sha256 `{entry['sha256']}`.
 
 ## Data
 {entry['data']['dataset']}. Sources: Materials Project legacy formation-energy set (CC-BY-4.0) and
-perov_5 (Castelli et al., CDVAE split, MIT). {n_train} training and {n_val} validation cells, split by
-sha256 of the material id (10 % validation). Cells encoded as 32³ density maps (eq. 1, σ = ionic
-radius of the likely oxidation state, periodic images included).
+perov_5 (Castelli et al., CDVAE split, MIT). {entry['split']['train_count']} training and
+{entry['split']['validation_count']} validation cells, split by sha256 of the material id (10 % validation).
+Cells encoded as 32³ density maps (eq. 1, σ = ionic radius of the likely oxidation state, periodic
+images included).
 
 ## Training
-{epochs} epochs on 2 CPU cores (best validation epoch {best_epoch}); settings: `{training}`.
+{_training_text(entry)}
 
 {notes}
 ## Validation metrics
 | metric | value |
 |---|---|
-{metric_rows}
+{_metric_rows(entry['metrics'])}
+{generator_text}
+Reproduce:
 
-Reproduce: `crystal-designer train {name}`; generator-level metrics: `crystal-designer evaluate generator`.
+{reproduce}
+
+Generator-level metrics: `crystal-designer evaluate generator`.
 
 ## Limits
 Only cubic cells with ≤ 40 sites of the classes above; 32³ voxels limit the positional resolution
 (0.19 Å per voxel for a 4 Å cell, 0.47 Å for 10 Å).
 """)
-    return entry
