@@ -22,7 +22,11 @@ def _structure(example, stem):
     return read_crystal_file(example(stem))[0].structure
 
 
-@pytest.mark.parametrize("stem", ["SrTiO3", "NaCl", "CsCl"])
+@pytest.mark.parametrize("stem", [
+    "SrTiO3", "CsCl", "GaAs", "Cu2MnAl",
+    # Known failure of the shipped weights: extra Cl sites appear in rock salt (README, limits).
+    pytest.param("NaCl", marks=pytest.mark.xfail(strict=True, reason="rock salt decodes with extra Cl sites")),
+])
 def test_known_crystals_are_reconstructed(generator, example, stem):
     structure = conventional_cubic_cell(_structure(example, stem))
     decoded = generator.reconstruct(structure)
