@@ -1,9 +1,11 @@
 """From voxel maps back to a crystal: atomic sites by segmentation (ICSG3D, METHOD.md §3).
 
 Input: a density map (true, or decoded by the VAE and mapped back with
-:func:`app.engine.density.density_from_model`), a per-voxel species map (true, or the UNet's
-argmax; 0 = background) and the cell lengths (e.g. from
-:func:`app.engine.density.lattice_from_coords`).
+:func:`app.engine.density.density_from_model`), a per-voxel species map (true, or the argmax of
+the VAE decoder's species head; 0 = background) and the cell lengths (e.g. from
+:func:`app.engine.density.lattice_from_coords`). Decoded maps are first given one element per
+atom (:func:`harmonise_species`), and fragments far smaller than an ion can be dropped
+(``min_ball_fraction`` of :func:`sites_from_maps`).
 
 The box of :mod:`app.engine.density` shows 1.5 periods of the crystal along each axis, so an
 atom near a face appears twice, and the copy near the box face is cut off (its centroid is
@@ -287,7 +289,7 @@ def fold_to_cell(density: np.ndarray, species_labels: np.ndarray, density_weight
 def _smooth_labels(labels: np.ndarray) -> np.ndarray:
     """Periodic 3×3×3 majority filter of the species inside the mask (the mask is unchanged).
 
-    Removes isolated wrong labels (UNet speckle) that would otherwise seed spurious atoms; a
+    Removes isolated wrong labels (decoder speckle) that would otherwise seed spurious atoms; a
     bin keeps its label when that label ties for the majority, so clean maps only lose bins at
     the corners of species borders.
     """
@@ -334,7 +336,7 @@ def sites_from_maps(density: np.ndarray, species_labels: np.ndarray, lattice_abc
         Mg and W in Ba2MgWO6: 0.28 Å error weighted, 0.05 Å plain, before refinement).
     smooth_labels : bool
         Apply a 3×3×3 majority filter to the species inside the mask (on the folded cell)
-        before segmenting. Removes speckle in UNet labels (10 % random label flips no longer
+        before segmenting. Removes speckle in decoded labels (10 % random label flips no longer
         add atoms); on clean maps it only moves bins at species borders.
     refine : bool
         Refine centroids by sphere fits to each atom's free surface (see

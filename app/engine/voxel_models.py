@@ -1,7 +1,9 @@
 """Networks of the ICSG3D generator on 32³ voxel maps: the segmentation UNet and the
 conditional deep-feature-consistent VAE (Court et al., JCIM 2020, Figure 1a-b, eq. 4-7).
 
-Widths are chosen for CPU training (see ``STACK.md``: a 16/32/64/128 UNet costs ~108 ms per
+The VAE here also has a species head, which labels decoded maps at generation time; the UNet
+gives the VAE's perceptual loss during training (see the ``density_vae`` model card). Widths are
+chosen for CPU training (see ``STACK.md``: a 16/32/64/128 UNet costs ~108 ms per
 sample forward+backward at 32³ on two cores); the UNet is fully convolutional so it can be
 trained on crops and applied to whole maps.
 """
