@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from app.engine.generator import MODES as GENERATION_MODES
+from app.engine.generator import GenerationSettings
+
 logger = logging.getLogger(__name__)
 
 APP_DIR_NAME = "crystal-designer"
@@ -24,7 +27,6 @@ SETTINGS_FILE = "settings.json"
 SETTINGS_VERSION = 1
 RECENT_FILES_LIMIT = 10
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-GENERATION_MODES = ("around", "random", "interpolate")
 
 
 @dataclass
@@ -47,15 +49,16 @@ class GenerationDefaults:
         Funnel filters that remove candidates.
     """
 
-    mode: str = "around"
-    count: int = 100
-    sigma: float = 0.5
-    seed: int = 0
-    min_distance: float = 0.5
-    require_charge_balance: bool = True
-    require_same_formula: bool = False
-    require_novel: bool = True
-    require_unique: bool = True
+    # The engine's defaults, so the window starts where the command line does.
+    mode: str = GenerationSettings.mode
+    count: int = GenerationSettings.count
+    sigma: float = GenerationSettings.sigma
+    seed: int = GenerationSettings.seed
+    min_distance: float = GenerationSettings.min_distance
+    require_charge_balance: bool = GenerationSettings.require_charge_balance
+    require_same_formula: bool = GenerationSettings.require_same_formula
+    require_novel: bool = GenerationSettings.require_novel
+    require_unique: bool = GenerationSettings.require_unique
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,20 @@ def _isolated_user_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+def packages_loaded_by(modules, packages) -> list[str]:
+    """Modules of ``packages`` (top-level names) in ``sys.modules`` after a fresh interpreter
+    imports ``modules``; the layering tests expect an empty list."""
+    code = ("import importlib, sys\n"
+            f"for name in {list(modules)!r}: importlib.import_module(name)\n"
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {tuple(packages)!r})))\n")
+    out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True,
+                         check=True, timeout=300)
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def imported_packages():
+    """:func:`packages_loaded_by`, for tests in any folder."""
+    return packages_loaded_by

@@ -277,14 +277,40 @@ def site_radii(structure: Structure) -> np.ndarray:
     numpy.ndarray
         Shape ``(n_sites,)``, float64, Å.
     """
-    formula = structure.composition.element_composition.reduced_formula
+    symbols, states = [], []
+    for site in structure:
+        specie = site.specie
+        symbols.append(specie.symbol if isinstance(specie, (Element, Species)) else str(specie))
+        states.append(getattr(specie, "oxi_state", None))
+    return element_radii(symbols, states)
+
+
+def element_radii(symbols: Sequence[str], oxidation_states: Sequence[float | None] | None = None) -> np.ndarray:
+    """Radius (Å) of each atom of a composition, by the rules of :func:`site_radii`.
+
+    Parameters
+    ----------
+    symbols : sequence of str
+        Element of each atom; together they are the composition whose oxidation states are
+        guessed.
+    oxidation_states : sequence of float or None, optional
+        Known state of each atom (None: guess it).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(len(symbols),)``, float64, Å, clamped to [:data:`MIN_RADIUS`, :data:`MAX_RADIUS`].
+    """
+    from collections import Counter
+
+    from pymatgen.core import Composition
+
+    states = list(oxidation_states) if oxidation_states is not None else [None] * len(symbols)
+    formula = Composition(Counter(symbols)).reduced_formula if symbols else ""
     guess = None
     fallbacks: set[str] = set()
-    radii = np.empty(len(structure), dtype=np.float64)
-    for i, site in enumerate(structure):
-        specie = site.specie
-        symbol = specie.symbol if isinstance(specie, (Element, Species)) else str(specie)
-        oxidation = getattr(specie, "oxi_state", None)
+    radii = np.empty(len(symbols), dtype=np.float64)
+    for i, (symbol, oxidation) in enumerate(zip(symbols, states)):
         if oxidation is None:
             if guess is None:
                 guess = dict(_guess_oxidation_states(formula) or ())

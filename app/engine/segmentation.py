@@ -54,7 +54,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from app.engine.density import BOX_MARGIN, MAX_RADIUS, MIN_RADIUS, box_fractions, element_fallback_radius
+from app.engine.density import BOX_MARGIN, box_fractions, element_radii
 from app.engine.errors import StructureReadError
 
 logger = logging.getLogger(__name__)
@@ -343,8 +343,8 @@ def sites_from_maps(density: np.ndarray, species_labels: np.ndarray, lattice_abc
         :func:`_refine_by_sphere_fit`); halves the site error on true maps.
     min_ball_fraction : float
         Drop atoms whose region holds fewer bins than this fraction of the ball an ion of that
-        element fills (radius :func:`app.engine.density.element_fallback_radius`, clamped as
-        in the encoding). Fragments of a neighbour's ball that a decoded map labels with
+        element fills (the radius the encoding gives it in this composition,
+        :func:`app.engine.density.element_radii`). Fragments of a neighbour's ball that a decoded map labels with
         another element are far smaller than a whole ion; 0 keeps every region.
 
     Returns
@@ -434,20 +434,9 @@ def sites_from_maps(density: np.ndarray, species_labels: np.ndarray, lattice_abc
 
 def _ball_bins(numbers: np.ndarray, abc: np.ndarray, n_bins: int) -> np.ndarray:
     """Folded-cell bins inside a whole ion of each atom, with the radius the encoding would give
-    it (:func:`app.engine.density.site_radii`: ionic radius of the likely oxidation state in
-    this composition, else the element's fallback radius)."""
-    from pymatgen.core import Composition
-
-    from app.engine.density import _guess_oxidation_states, _ionic_radius
-
-    symbols = [Element.from_Z(int(z)).symbol for z in numbers]
-    counts: dict[str, int] = {}
-    for symbol in symbols:
-        counts[symbol] = counts.get(symbol, 0) + 1
-    states = dict(_guess_oxidation_states(Composition(counts).reduced_formula) or ()) if counts else {}
-    radii = np.array([(_ionic_radius(symbol, states[symbol]) if symbol in states else None)
-                      or element_fallback_radius(symbol) for symbol in symbols])
-    radius_bins = np.clip(radii, MIN_RADIUS, MAX_RADIUS)[:, None] * n_bins / np.asarray(abc)[None, :]
+    it in this composition (:func:`app.engine.density.element_radii`)."""
+    radii = element_radii([Element.from_Z(int(z)).symbol for z in numbers])
+    radius_bins = radii[:, None] * n_bins / np.asarray(abc)[None, :]
     return 4.0 / 3.0 * np.pi * np.prod(radius_bins, axis=1)
 
 

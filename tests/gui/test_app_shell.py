@@ -46,10 +46,7 @@ def test_gui_command_opens_files_and_saves_a_screenshot(tiny_models, example, tm
     assert image.width() >= 800 and image.height() >= 500
 
 
-def test_worker_side_modules_import_no_qt():
+def test_worker_side_modules_import_no_qt(imported_packages):
     """The spawn child imports app.worker.*: it must stay free of Qt, pyvista and qasync."""
-    code = ("import sys\n"
-            "import app.worker.process, app.worker.jobs, app.worker.models, app.worker.client\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyvista', 'qasync')))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-    assert out.stdout.strip() == "[]"
+    worker = ["app.worker.process", "app.worker.jobs", "app.worker.models", "app.worker.client"]
+    assert imported_packages(worker, ("PySide6", "pyvista", "qasync")) == []

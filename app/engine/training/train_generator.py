@@ -349,8 +349,9 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
     config = VAEConfig(species=vocabulary)
     model = ConditionalVAE3D(config)
     run_name, earlier_stages, earlier_epochs = VAE_NAME, [], 0
-    reproduce = [f"crystal-designer train {VAE_NAME} --epochs {epochs} --learning-rate {learning_rate:g} "
-                 f"--species-weight {species_weight:g}"]
+    command = (f"crystal-designer train {VAE_NAME}{' --continue' if continue_shipped else ''} --epochs {epochs} "
+               f"--learning-rate {learning_rate:g} --species-weight {species_weight:g}")
+    reproduce = [command]
     if continue_shipped:
         shipped_state, shipped_entry = load_state_dict(VAE_NAME, output_dir)
         shipped_architecture = {k: v for k, v in shipped_entry["architecture"].items() if k != "decile_edges_eV_per_atom"}
@@ -360,9 +361,7 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
         run_name = f"{VAE_NAME}.continued"
         earlier_stages = shipped_entry["training"].get("stages", [shipped_entry["training"]])
         earlier_epochs = int(shipped_entry["epochs"])
-        reproduce = shipped_entry.get("reproduce", [f"crystal-designer train {VAE_NAME}"]) + [
-            f"crystal-designer train {VAE_NAME} --continue --epochs {epochs} --learning-rate {learning_rate:g} "
-            f"--species-weight {species_weight:g}"]
+        reproduce = shipped_entry.get("reproduce", [f"crystal-designer train {VAE_NAME}"]) + [command]
     class_weight = torch.from_numpy(species_class_weights(lookup[dataset.species[train_rows[:2000]]],
                                                           config.n_species_classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
