@@ -69,7 +69,7 @@ class _SelfTest:
 
     def install(self) -> str:
         from app import __version__
-        from app.engine.paths import examples_dir, install_root, models_dir
+        from app.engine.core.paths import examples_dir, install_root, models_dir
 
         example = examples_dir() / EXAMPLE_NAME
         if not example.is_file():
@@ -80,8 +80,8 @@ class _SelfTest:
                 f"{platform.system()} {platform.machine()}); install {install_root()}; models {models_dir()}")
 
     def models(self) -> str:
-        from app.engine.paths import models_dir
-        from app.engine.registry import load_manifest, load_state_dict
+        from app.engine.core.paths import models_dir
+        from app.engine.core.registry import load_manifest, load_state_dict
 
         folder = models_dir()
         manifest = load_manifest(folder)
@@ -105,7 +105,7 @@ class _SelfTest:
 
     def _example_structure(self):
         if self.structure is None:
-            from app.engine.crystal_io import read_crystal_file
+            from app.engine.io.crystal_io import read_crystal_file
 
             if self.example_path is None:
                 self.install()
@@ -116,7 +116,7 @@ class _SelfTest:
         return self.structure
 
     def predict(self) -> str:
-        from app.engine.predictor import PropertyPredictor
+        from app.engine.properties.predictor import PropertyPredictor
 
         structure = self._example_structure()
         predictor = PropertyPredictor(device=self.device)
@@ -131,7 +131,7 @@ class _SelfTest:
                 f"K {values['bulk_modulus']:.0f} GPa, G {values['shear_modulus']:.0f} GPa")
 
     def generate(self) -> str:
-        from app.engine.generator import FUNNEL_STAGES, CrystalGenerator, GenerationSettings
+        from app.engine.generation.generator import FUNNEL_STAGES, CrystalGenerator, GenerationSettings
 
         structure = self._example_structure()
         generator = CrystalGenerator(device=self.device, predictor=self.predictor)
@@ -152,8 +152,8 @@ class _SelfTest:
         Untrained or early weights may decode no candidate at all; this still runs the
         segmentation (scipy, scikit-image) that turns decoded maps into crystals.
         """
-        from app.engine.density import encode
-        from app.engine.segmentation import decode
+        from app.engine.generation.density import encode
+        from app.engine.generation.segmentation import decode
 
         encoded = encode(structure)
         decoded = decode(encoded.density, encoded.species, encoded.lattice_abc)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from app.engine.generator import MODES as GENERATION_MODES
-from app.engine.generator import GenerationSettings
+from app.engine.generation.generator import MODES as GENERATION_MODES
+from app.engine.generation.generator import GenerationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass
 class GenerationDefaults:
-    """The Generate panel's starting values (see ``app.engine.generator.GenerationSettings``).
+    """The Generate panel's starting values (see ``app.engine.generation.generator.GenerationSettings``).
 
     Attributes
     ----------

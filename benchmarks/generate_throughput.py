@@ -19,9 +19,9 @@ import threading
 import time
 from pathlib import Path
 
-from app.engine.crystal_io import read_crystal_file
-from app.engine.generator import CrystalGenerator, GenerationSettings
-from app.engine.paths import examples_dir
+from app.engine.io.crystal_io import read_crystal_file
+from app.engine.generation.generator import CrystalGenerator, GenerationSettings
+from app.engine.core.paths import examples_dir
 
 
 def _tree_rss_mb(pid: int) -> float:

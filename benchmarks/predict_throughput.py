@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.engine.predict_files import predict_files
-from app.engine.predictor import PropertyPredictor
+from app.engine.properties.predict_files import predict_files
+from app.engine.properties.predictor import PropertyPredictor
 from app.engine.training.datasets import shared_data_dir
 
 

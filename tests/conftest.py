@@ -26,9 +26,9 @@ def write_tiny_models(folder: Path, seed: int = 0) -> Path:
     """Random-weight models (tiny widths) for every shipped model, with a valid manifest and index."""
     import torch
 
-    from app.engine.cgcnn import CGCNN, CGCNNConfig
-    from app.engine.registry import save_manifest_entry, sha256_of
-    from app.engine.voxel_models import ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig
+    from app.engine.properties.cgcnn import CGCNN, CGCNNConfig
+    from app.engine.core.registry import save_manifest_entry, sha256_of
+    from app.engine.generation.voxel_models import ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from app.cli import main
-from app.engine.properties import PROPERTY_KEYS
+from app.engine.core.property_table import PROPERTY_KEYS
 
 
 def _run(capsys, *argv):

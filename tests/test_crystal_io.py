@@ -11,15 +11,15 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.groups import SpaceGroup
 
-from app.engine.cancel import CancelToken
-from app.engine.crystal_io import (
+from app.engine.core.cancel import CancelToken
+from app.engine.io.crystal_io import (
     LoadedCrystal,
     ReadLimits,
     expand_paths,
     read_crystal_file,
     read_crystals,
 )
-from app.engine.errors import CancelledError
+from app.engine.core.errors import CancelledError
 
 CELL = """_cell_length_a {a}
 _cell_length_b {a}

@@ -5,9 +5,9 @@ import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
-from app.engine import density as D
-from app.engine.errors import StructureReadError
-from app.engine.segmentation import decode, sites_from_maps, structure_from_sites
+from app.engine.generation import density as D
+from app.engine.core.errors import StructureReadError
+from app.engine.generation.segmentation import decode, sites_from_maps, structure_from_sites
 
 
 def nacl():
@@ -235,7 +235,7 @@ def test_species_features_describe_each_element_and_leave_background_zero():
 
 @pytest.mark.parametrize("name", sorted(PROTOTYPES))
 def test_harmonising_true_maps_changes_nothing(name):
-    from app.engine.segmentation import harmonise_species
+    from app.engine.generation.segmentation import harmonise_species
 
     encoded = D.encode(PROTOTYPES[name]())
     labels = encoded.species.astype(np.int64)
@@ -243,7 +243,7 @@ def test_harmonising_true_maps_changes_nothing(name):
 
 
 def test_an_atom_labelled_with_two_similar_elements_becomes_one_site():
-    from app.engine.segmentation import harmonise_species
+    from app.engine.generation.segmentation import harmonise_species
 
     encoded = D.encode(nacl())
     labels = encoded.species.astype(np.int64)
@@ -265,7 +265,7 @@ def test_an_atom_labelled_with_two_similar_elements_becomes_one_site():
 
 @pytest.mark.parametrize("name", sorted(PROTOTYPES))
 def test_generator_segmentation_settings_keep_every_atom_of_true_maps(name):
-    from app.engine.generator import MIN_BALL_FRACTION
+    from app.engine.generation.generator import MIN_BALL_FRACTION
 
     encoded = D.encode(PROTOTYPES[name]())
     decoded = decode(encoded.density, encoded.species, encoded.lattice_abc, harmonise=True,

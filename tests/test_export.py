@@ -6,8 +6,8 @@ import json
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
-from app.engine.crystal_io import read_crystal_file
-from app.engine.export import export_structures, safe_filename
+from app.engine.io.crystal_io import read_crystal_file
+from app.engine.io.export import export_structures, safe_filename
 
 
 def test_safe_filename_whatever_the_formula():

@@ -5,12 +5,12 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from app.engine.cancel import CancelToken
-from app.engine.errors import CancelledError, CrystalDesignerError
-from app.engine.generator import (FUNNEL_STAGES, CrystalGenerator, GenerationSettings, charge_balanced,
+from app.engine.core.cancel import CancelToken
+from app.engine.core.errors import CancelledError, CrystalDesignerError
+from app.engine.generation.generator import (FUNNEL_STAGES, CrystalGenerator, GenerationSettings, charge_balanced,
                                   minimum_distance_ok)
-from app.engine.predictor import PropertyPredictor
-from app.engine.voxel_models import ConditionalVAE3D, VAEConfig
+from app.engine.properties.predictor import PropertyPredictor
+from app.engine.generation.voxel_models import ConditionalVAE3D, VAEConfig
 
 
 class KnownPairs:
@@ -115,7 +115,7 @@ def test_modes_need_their_structures(generator):
 
 
 def test_non_cubic_base_is_refused_clearly(generator):
-    from app.engine.errors import StructureReadError
+    from app.engine.core.errors import StructureReadError
 
     rutile = Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.59, 2.96), ["Ti", "O"], [[0, 0, 0], [.3, .3, 0]])
     with pytest.raises(StructureReadError, match="cubic"):
@@ -136,8 +136,8 @@ def test_reconstruction_metrics_are_computed_per_structure(generator):
 
 
 def test_parallel_segmentation_gives_the_same_crystals(tiny_models, monkeypatch):
-    import app.engine.generator as generator_module
-    from app.engine.density import encode
+    import app.engine.generation.generator as generator_module
+    from app.engine.generation.density import encode
 
     torch.manual_seed(0)
     vae = ConditionalVAE3D(VAEConfig(latent_dim=8, widths=[4, 4, 8, 8], species=[11, 17], species_head_width=4))

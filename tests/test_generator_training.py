@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from app.engine.density import encode
-from app.engine.registry import load_state_dict
+from app.engine.generation.density import encode
+from app.engine.core.registry import load_state_dict
 from app.engine.training import train_generator
 from app.engine.training.generator_data import VoxelDataset
 
@@ -64,7 +64,7 @@ def test_species_weights_lift_rare_classes_and_average_one():
 def test_differentiable_lattice_matches_the_decoder_reading():
     import torch
 
-    from app.engine.density import COORD_SCALE, coordinate_grid, lattice_from_coords
+    from app.engine.generation.density import COORD_SCALE, coordinate_grid, lattice_from_coords
 
     channels = coordinate_grid([4.2, 4.2, 4.2]) / COORD_SCALE
     channels[1] += 0.3  # an offset does not change the slope
@@ -80,7 +80,7 @@ def test_differentiable_lattice_matches_the_decoder_reading():
 def test_block_majority_takes_the_most_common_class_of_each_block():
     import torch
 
-    from app.engine.voxel_models import block_majority
+    from app.engine.generation.voxel_models import block_majority
 
     classes = torch.zeros(1, 4, 4, 4, dtype=torch.long)
     classes[0, :2, :2, :2] = 5
@@ -95,7 +95,7 @@ def test_block_majority_takes_the_most_common_class_of_each_block():
 def test_vae_batch_rotates_density_and_species_together(voxel_dataset):
     import torch
 
-    from app.engine.density import N_SPECIES_FEATURES
+    from app.engine.generation.density import N_SPECIES_FEATURES
 
     coords = torch.from_numpy(train_generator.coordinate_grid_batch(voxel_dataset, np.arange(len(voxel_dataset))))
     lookup = np.zeros(256, dtype=np.int64)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from app.engine.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
-from app.engine.elements import FEATURE_LENGTH, element_feature_table
-from app.engine.graph import build_graph, collate
+from app.engine.properties.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
+from app.engine.core.elements import FEATURE_LENGTH, element_feature_table
+from app.engine.properties.graph import build_graph, collate
 
 
 def nacl(a=5.64):

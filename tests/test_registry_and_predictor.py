@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from app.engine.errors import ModelError, StructureReadError
-from app.engine.predictor import PropertyPredictor
-from app.engine.properties import METALLIC_GAP_THRESHOLD_EV, PROPERTY_KEYS
-from app.engine.registry import load_manifest, load_state_dict
+from app.engine.core.errors import ModelError, StructureReadError
+from app.engine.properties.predictor import PropertyPredictor
+from app.engine.core.property_table import METALLIC_GAP_THRESHOLD_EV, PROPERTY_KEYS
+from app.engine.core.registry import load_manifest, load_state_dict
 
 
 def srtio3():
@@ -77,8 +77,8 @@ def test_disordered_and_empty_structures_give_errors_not_crashes(tiny_models):
 
 
 def test_progress_and_cancel(tiny_models):
-    from app.engine.cancel import CancelToken
-    from app.engine.errors import CancelledError
+    from app.engine.core.cancel import CancelToken
+    from app.engine.core.errors import CancelledError
 
     predictor = PropertyPredictor(device="cpu", folder=tiny_models)
     seen = []

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 
-from app.engine.crystal_io import read_crystal_file
-from app.engine.density import conventional_cubic_cell
-from app.engine.generator import CrystalGenerator, GenerationSettings
+from app.engine.io.crystal_io import read_crystal_file
+from app.engine.generation.density import conventional_cubic_cell
+from app.engine.generation.generator import CrystalGenerator, GenerationSettings
 
 
 @pytest.fixture(scope="module")

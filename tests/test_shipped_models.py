@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from app.engine.paths import models_dir
-from app.engine.predictor import PROPERTY_MODELS, PropertyPredictor
-from app.engine.registry import load_manifest, verified_weights_path
+from app.engine.core.paths import models_dir
+from app.engine.properties.predictor import PROPERTY_MODELS, PropertyPredictor
+from app.engine.core.registry import load_manifest, verified_weights_path
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_every_shipped_model_is_described_and_verified():
 
 
 def test_srtio3_is_a_stable_insulator(predictor, example):
-    from app.engine.crystal_io import read_crystal_file
+    from app.engine.io.crystal_io import read_crystal_file
 
     [loaded] = read_crystal_file(example("SrTiO3"))
     [result] = predictor.predict([loaded.structure])
@@ -42,7 +42,7 @@ def test_srtio3_is_a_stable_insulator(predictor, example):
 
 
 def test_iron_is_a_stiff_metal(predictor, example):
-    from app.engine.crystal_io import read_crystal_file
+    from app.engine.io.crystal_io import read_crystal_file
 
     [loaded] = read_crystal_file(example("Fe"))
     [result] = predictor.predict([loaded.structure])

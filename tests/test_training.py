@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from app.engine.graph import collate
-from app.engine.registry import load_state_dict
+from app.engine.properties.graph import collate
+from app.engine.core.registry import load_state_dict
 from app.engine.training import train_property
 from app.engine.training.datasets import LabelledCrystal, is_validation
 from app.engine.training.graph_cache import featurise

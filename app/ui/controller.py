@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from app.engine.errors import CancelledError, CrystalDesignerError
+from app.engine.core.errors import CancelledError, CrystalDesignerError
 from app.settings import AppSettings
 from app.ui import records as rec
 from app.ui.export import ExportReport, export_records
@@ -192,7 +192,7 @@ class DesignController(QObject):
         CrystalDesignerError
             With the engine's message, for impossible settings.
         """
-        from app.engine.generator import GenerationSettings
+        from app.engine.generation.generator import GenerationSettings
 
         values = dict(options, decile=decile, property_windows=dict(windows), batch_size=GUI_BATCH_SIZE)
         GenerationSettings(**values).validate()

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.engine.export import export_structures, safe_filename
+from app.engine.io.export import export_structures, safe_filename
 from app.ui.records import CrystalRecord, export_row
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
                                QPushButton, QSpinBox, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from app.engine.generator import FUNNEL_STAGES
+from app.engine.generation.generator import FUNNEL_STAGES
 from app.settings import GenerationDefaults
 from app.ui.records import CrystalRecord
 

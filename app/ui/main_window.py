@@ -210,7 +210,7 @@ class MainWindow(QMainWindow):
         if open_paths:
             shown = await self.open_paths(open_paths)
         elif not shown and examples:
-            from app.engine.paths import examples_dir
+            from app.engine.core.paths import examples_dir
 
             shown = await self.open_paths(sorted(str(p) for p in examples_dir().glob("*.cif")))
         return shown
@@ -275,7 +275,7 @@ class MainWindow(QMainWindow):
                                                self.targets.condition_decile(), panel.base, panel.second))
 
     def open_files_dialog(self) -> None:
-        from app.engine.crystal_io import SUPPORTED_SUFFIXES
+        from app.engine.io.crystal_io import SUPPORTED_SUFFIXES
 
         patterns = " ".join(f"*{s} *{s}.gz" for s in SUPPORTED_SUFFIXES) + " POSCAR* CONTCAR*"
         paths, _ = QFileDialog.getOpenFileNames(self, "Open crystal files", self.settings.last_open_folder,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.engine.properties import PROPERTY_KEYS
+from app.engine.core.property_table import PROPERTY_KEYS
 
 logger = logging.getLogger(__name__)
 

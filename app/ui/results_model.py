@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from app.engine.properties import PROPERTIES
+from app.engine.core.property_table import PROPERTIES
 from app.ui.records import FAILED, GENERATED, PREDICTING, READING, CrystalRecord
 
 #: Role returning a value that sorts naturally (numbers as numbers, missing values last).

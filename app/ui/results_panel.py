@@ -6,7 +6,7 @@ from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                                QTableView, QVBoxLayout, QWidget)
 
-from app.engine.properties import PROPERTIES
+from app.engine.core.property_table import PROPERTIES
 from app.ui.records import GENERATED, LIBRARY, CrystalRecord
 from app.ui.results_filter import ResultsFilter
 from app.ui.results_model import COLUMN_INDEX, RECORD_ROLE, ResultsModel

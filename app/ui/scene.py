@@ -2,7 +2,7 @@
 
 All lengths are Å in the crystal's Cartesian frame. The density box of the ICSG3D representation
 spans [−0.25, 1.25) of the cell along each axis; its voxel centres are at
-``app.engine.density.box_fractions()``, so the map is placed with origin ``u₀·a`` and spacing
+``app.engine.generation.density.box_fractions()``, so the map is placed with origin ``u₀·a`` and spacing
 ``1.5·a/32`` per axis.
 """
 
@@ -142,7 +142,7 @@ def cell_outline(lattice_matrix: np.ndarray) -> pv.PolyData:
 
 def density_grid(view: DensityView) -> pv.ImageData:
     """The map as point data ``density`` on the voxel centres of the box around the cell."""
-    from app.engine.density import BOX_MARGIN, box_fractions
+    from app.engine.generation.density import BOX_MARGIN, box_fractions
 
     grid_size = view.density.shape[0]
     abc = np.asarray(view.lattice_abc, dtype=np.float64)

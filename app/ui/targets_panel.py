@@ -10,7 +10,7 @@ from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QDoubleSpinBox, QGridLayout, QGroupBox, QLabel, QLineEdit,
                                QRadioButton, QSpinBox, QVBoxLayout, QWidget)
 
-from app.engine.properties import PROPERTIES
+from app.engine.core.property_table import PROPERTIES
 
 Windows = dict[str, tuple[float | None, float | None]]
 

@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QSpinBox, QVBoxLayout, QWidget
 from pyvistaqt import QtInteractor
 
-from app.engine.errors import CancelledError, CrystalDesignerError, StructureReadError
+from app.engine.core.errors import CancelledError, CrystalDesignerError, StructureReadError
 from app.ui import scene
 from app.ui.records import CrystalRecord
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from app.engine.errors import CancelledError
+from app.engine.core.errors import CancelledError
 from app.worker import jobs, protocol
 from app.worker.errors import WorkerCrashedError, WorkerStoppedError, describe_exit, rebuild_error
 from app.worker.process import worker_main

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.engine import errors as engine_errors
+from app.engine.core import errors as engine_errors
 
 
 class WorkerCrashedError(engine_errors.CrystalDesignerError):

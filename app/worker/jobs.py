@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from app.engine.errors import ModelError
-from app.engine.symmetry import space_group_label
+from app.engine.core.errors import ModelError
+from app.engine.core.symmetry import space_group_label
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _read_entry(crystal) -> dict:
 
 
 def _read(context, paths: list[str]) -> list[dict]:
-    from app.engine.crystal_io import read_crystals
+    from app.engine.io.crystal_io import read_crystals
 
     crystals = read_crystals([Path(p) for p in paths], progress=context.progress, cancel=context.cancel)
     entries = []
@@ -118,7 +118,7 @@ def generate(context, settings: dict, base=None, second=None) -> dict:
     Parameters
     ----------
     settings : dict
-        Keyword arguments of :class:`~app.engine.generator.GenerationSettings`.
+        Keyword arguments of :class:`~app.engine.generation.generator.GenerationSettings`.
     base, second : pymatgen.core.Structure, optional
 
     Returns
@@ -126,7 +126,7 @@ def generate(context, settings: dict, base=None, second=None) -> dict:
     dict
         ``{"funnel": {stage key: count}}``.
     """
-    from app.engine.generator import GenerationSettings
+    from app.engine.generation.generator import GenerationSettings
 
     generator = context.models.generator
     pending: list[dict] = []
@@ -162,7 +162,7 @@ def encode_density(context, structure) -> dict:
     StructureReadError
         Non-cubic or > 40-site cells (the engine's message).
     """
-    from app.engine.density import encode
+    from app.engine.generation.density import encode
 
     encoded = encode(structure)
     return {"density": encoded.density, "lattice_abc": [float(x) for x in encoded.lattice_abc],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
-from app.engine.errors import CrystalDesignerError, ModelError
+from app.engine.core.errors import CrystalDesignerError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class WorkerModels:
         return self.describe()
 
     def _load_predictor(self) -> None:
-        from app.engine.predictor import PropertyPredictor
+        from app.engine.properties.predictor import PropertyPredictor
 
         try:
             self._predictor = PropertyPredictor(device=self.device_preference)
@@ -58,7 +58,7 @@ class WorkerModels:
             logger.warning("%s", self.predictor_error)
 
     def _load_generator(self) -> None:
-        from app.engine.generator import CrystalGenerator
+        from app.engine.generation.generator import CrystalGenerator
 
         try:
             # Leave one core to the window: segmentation runs in (CPU count - 1) processes.
@@ -80,7 +80,7 @@ class WorkerModels:
                 "generator_error": self.generator_error, "decile_edges": edges}
 
     def _resolved_device(self) -> str:
-        from app.engine.devices import select_device
+        from app.engine.core.devices import select_device
 
         try:
             return str(select_device(self.device_preference))
@@ -89,7 +89,7 @@ class WorkerModels:
 
     @staticmethod
     def _generator_versions() -> dict[str, str]:
-        from app.engine.registry import load_manifest
+        from app.engine.core.registry import load_manifest
 
         try:
             manifest = load_manifest()
@@ -100,7 +100,7 @@ class WorkerModels:
 
     @property
     def predictor(self):
-        """The :class:`~app.engine.predictor.PropertyPredictor`; ModelError if unavailable."""
+        """The :class:`~app.engine.properties.predictor.PropertyPredictor`; ModelError if unavailable."""
         self.load()
         if self._predictor is None:
             raise ModelError(self.predictor_error or "property models not available")
@@ -108,7 +108,7 @@ class WorkerModels:
 
     @property
     def generator(self):
-        """The :class:`~app.engine.generator.CrystalGenerator`; ModelError if unavailable."""
+        """The :class:`~app.engine.generation.generator.CrystalGenerator`; ModelError if unavailable."""
         self.load()
         if self._generator is None:
             raise ModelError(self.generator_error or "generator models not available")

@@ -20,8 +20,8 @@ import signal
 import traceback
 from typing import Any
 
-from app.engine.cancel import CancelToken
-from app.engine.errors import CancelledError, CrystalDesignerError
+from app.engine.core.cancel import CancelToken
+from app.engine.core.errors import CancelledError, CrystalDesignerError
 from app.worker import protocol
 from app.worker.protocol import JobRequest, Reply
 

@@ -63,9 +63,9 @@ def kept_candidate_payload(structure, index: int = 0) -> dict:
     Tiny random models decode nothing usable, so tests that need a kept candidate (viewer,
     export, session) make one from a known crystal with its true density map.
     """
-    from app.engine.density import encode
-    from app.engine.generator import Candidate
-    from app.engine.properties import PROPERTY_KEYS
+    from app.engine.generation.density import encode
+    from app.engine.generation.generator import Candidate
+    from app.engine.core.property_table import PROPERTY_KEYS
     from app.worker.jobs import _candidate_payload
 
     encoded = encode(structure)

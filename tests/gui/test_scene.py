@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from app.engine.density import BOX_MARGIN, GRID, encode
+from app.engine.generation.density import BOX_MARGIN, GRID, encode
 from app.ui import scene
 
 
@@ -15,7 +15,7 @@ def _symbols(atoms, pairs):
 
 
 def test_rock_salt_cell_shows_face_atoms_and_only_cation_anion_bonds(example):
-    from app.engine.crystal_io import read_crystal_file
+    from app.engine.io.crystal_io import read_crystal_file
 
     nacl = read_crystal_file(example("NaCl"))[0].structure
     atoms = scene.display_atoms(nacl)
@@ -48,7 +48,7 @@ def test_cell_outline_has_twelve_edges():
 
 
 def test_density_grid_spans_the_box_around_the_cell(example):
-    from app.engine.crystal_io import read_crystal_file
+    from app.engine.io.crystal_io import read_crystal_file
 
     encoded = encode(read_crystal_file(example("CsCl"))[0].structure)
     a = encoded.lattice_abc[0]

@@ -23,7 +23,7 @@ def _by_name(window):
 
 
 def test_dropped_files_are_predicted_and_bad_files_listed_in_red(window, run, example, tmp_path, qtmodeltester):
-    from app.engine.properties import PROPERTY_KEYS
+    from app.engine.core.property_table import PROPERTY_KEYS
     from app.ui.results_model import COLUMN_INDEX, ERROR_BRUSH
 
     broken = tmp_path / "broken.cif"
@@ -125,7 +125,7 @@ def test_property_windows_filter_the_table(window, run, example):
 def test_export_writes_cifs_that_read_back_to_the_same_structures(window, run, example, tmp_path):
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
-    from app.engine.crystal_io import read_crystal_file
+    from app.engine.io.crystal_io import read_crystal_file
     from app.ui.records import candidate_record
 
     library = run(window.open_paths([example("NaCl"), example("SrTiO3"), example("TiO2_rutile")]))
@@ -215,7 +215,7 @@ def test_session_survives_a_killed_app(make_window, run, example):
 
 
 def test_first_start_opens_the_examples(make_window, run):
-    from app.engine.paths import examples_dir
+    from app.engine.core.paths import examples_dir
 
     window = make_window()
     shown = run(window.start_session())

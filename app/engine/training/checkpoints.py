@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from app.engine.training.graph_cache import cache_dir
+from app.engine.core.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import gzip
 import json
 from pathlib import Path
 
-from app.engine.paths import models_dir
-from app.engine.predictor import ELEMENT_REFERENCES_FILE
+from app.engine.core.paths import models_dir
+from app.engine.properties.predictor import ELEMENT_REFERENCES_FILE
 from app.engine.training.datasets import shared_data_dir
 
 

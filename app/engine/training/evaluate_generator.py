@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from app.engine.generator import CrystalGenerator, GenerationSettings, charge_balanced, minimum_distance_ok
+from app.engine.generation.generator import CrystalGenerator, GenerationSettings, charge_balanced, minimum_distance_ok
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +136,8 @@ def record_generator_metrics(report: dict, command: str, folder=None) -> None:
     command : str
         The command line that produced it (shown in the card).
     """
-    from app.engine.paths import models_dir
-    from app.engine.registry import load_manifest, save_manifest_entry
+    from app.engine.core.paths import models_dir
+    from app.engine.core.registry import load_manifest, save_manifest_entry
     from app.engine.training.train_generator import VAE_NAME, write_card
 
     folder = folder or models_dir()

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.engine.density import encode
-from app.engine.errors import StructureReadError
+from app.engine.generation.density import encode
+from app.engine.core.errors import StructureReadError
 from app.engine.training.datasets import read_mp_eform_gap, shared_data_dir, to_structure
-from app.engine.training.graph_cache import cache_dir
+from app.engine.core.paths import cache_dir
 from app.engine.training.training_index import read_perov5
 
 logger = logging.getLogger(__name__)

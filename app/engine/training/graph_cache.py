@@ -10,28 +10,20 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from app.engine.graph import CrystalGraph, build_graph
+from app.engine.core.paths import cache_dir
+from app.engine.properties.graph import CrystalGraph, build_graph
 from app.engine.training.datasets import READERS, LabelledCrystal, shared_data_dir, to_structure
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the graph construction changes, so stale caches are rebuilt.
 CACHE_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """Folder for featurised training data (``CRYSTAL_DESIGNER_CACHE`` or ``~/.cache``)."""
-    env = os.environ.get("CRYSTAL_DESIGNER_CACHE")
-    base = Path(env) if env else Path.home() / ".cache" / "crystal-designer"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
 
 
 @dataclass

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from app.engine.cancel import CancelToken
-from app.engine.density import BOX_MARGIN, COORD_SCALE, DENSITY_SCALE, GRID, coordinate_grid, species_features
-from app.engine.paths import models_dir
-from app.engine.registry import load_state_dict, save_manifest_entry, sha256_of
+from app.engine.core.cancel import CancelToken
+from app.engine.generation.density import BOX_MARGIN, COORD_SCALE, DENSITY_SCALE, GRID, coordinate_grid, species_features
+from app.engine.core.paths import models_dir
+from app.engine.core.registry import load_state_dict, save_manifest_entry, sha256_of
 from app.engine.training.datasets import is_validation
 from app.engine.training.generator_data import VoxelDataset, load_voxel_dataset
 from app.engine.training import checkpoints
-from app.engine.voxel_models import (ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig, block_majority, kl_divergence,
+from app.engine.generation.voxel_models import (ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig, block_majority, kl_divergence,
                                      one_hot_condition)
 
 logger = logging.getLogger(__name__)
@@ -222,9 +222,9 @@ def formation_energy_conditions(dataset: VoxelDataset, rows: np.ndarray, folder:
     """
     from pymatgen.core import Structure
 
-    from app.engine.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
-    from app.engine.graph import collate
-    from app.engine.predictor import graph_for_prediction
+    from app.engine.properties.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
+    from app.engine.properties.graph import collate
+    from app.engine.properties.predictor import graph_for_prediction
 
     state, entry = load_state_dict("formation_energy", folder)
     model = CGCNN(CGCNNConfig(**entry["architecture"]))
@@ -254,7 +254,7 @@ def species_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def lattice_from_coords_torch(coords: torch.Tensor) -> torch.Tensor:
-    """Differentiable twin of :func:`app.engine.density.lattice_from_coords`.
+    """Differentiable twin of :func:`app.engine.generation.density.lattice_from_coords`.
 
     Parameters
     ----------

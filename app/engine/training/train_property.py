@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.engine.cancel import CancelToken, ProgressCallback
-from app.engine.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
-from app.engine.graph import GraphBatch
-from app.engine.paths import models_dir
-from app.engine.properties import METALLIC_GAP_THRESHOLD_EV
-from app.engine.registry import load_state_dict, save_manifest_entry, sha256_of
+from app.engine.core.cancel import CancelToken, ProgressCallback
+from app.engine.properties.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
+from app.engine.properties.graph import GraphBatch
+from app.engine.core.paths import models_dir
+from app.engine.core.property_table import METALLIC_GAP_THRESHOLD_EV
+from app.engine.core.registry import load_state_dict, save_manifest_entry, sha256_of
 from app.engine.training import checkpoints
 from app.engine.training.graph_cache import GraphDataset, load_dataset
 from app.engine.training.datasets import is_validation

@@ -15,13 +15,13 @@ import multiprocessing
 import warnings
 from pathlib import Path
 
-from app.engine.paths import models_dir
-from app.engine.symmetry import SYMPREC, space_group
+from app.engine.core.paths import models_dir
+from app.engine.core.symmetry import SYMPREC, space_group
+from app.engine.generation.novelty import INDEX_FILE
 from app.engine.training.datasets import READERS, LabelledCrystal, shared_data_dir, to_structure
 
 logger = logging.getLogger(__name__)
 
-INDEX_FILE = "training_index.json.gz"
 
 
 def read_perov5(root: Path):
@@ -69,21 +69,3 @@ def build_training_index(data_root: Path | None = None, output_dir: Path | None 
     with gzip.open(path, "wt") as handle:
         json.dump(payload, handle, separators=(",", ":"))
     return path
-
-
-class TrainingIndex:
-    """Lookup of known (formula, space group) pairs."""
-
-    def __init__(self, path: Path | None = None):
-        path = path or models_dir() / INDEX_FILE
-        with gzip.open(path, "rt") as handle:
-            self._formulas: dict[str, dict[str, list[str]]] = json.load(handle)["formulas"]
-
-    def known_formula(self, reduced_formula: str) -> bool:
-        return reduced_formula in self._formulas
-
-    def known(self, reduced_formula: str, space_group: int) -> bool:
-        return str(space_group) in self._formulas.get(reduced_formula, {})
-
-    def ids(self, reduced_formula: str) -> list[str]:
-        return [i for ids in self._formulas.get(reduced_formula, {}).values() for i in ids]

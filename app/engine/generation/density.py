@@ -20,7 +20,7 @@ the sums in ``M`` and ``S`` run over *all periodic images* of the sites, so the 
 infinite crystal through a window: an atom near a face appears, complete, a second time in the
 margin on the opposite side, and the margin never holds half-missing neighbours. This makes
 the maps translation-consistent and gives the segmentation two consistent copies of face
-atoms to merge (see :mod:`app.engine.segmentation`). Because the lattice is orthogonal, the
+atoms to merge (see :mod:`app.engine.generation.segmentation`). Because the lattice is orthogonal, the
 image sum of each Gaussian factorises into three 1-D periodic sums, so a whole map costs one
 ``(G, S) @ (S, G²)`` matrix product.
 
@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 from pymatgen.core import Element, Lattice, Species, Structure
 
-from app.engine.errors import StructureReadError
+from app.engine.core.errors import StructureReadError
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from app.engine.errors import ModelError
+from app.engine.core.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from app.engine.errors import CancelledError
+from app.engine.core.errors import CancelledError
 
 
 class ProgressCallback(Protocol):

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from app.engine.elements import FEATURE_LENGTH, element_feature_table
-from app.engine.graph import DEFAULT_CUTOFF, GraphBatch
+from app.engine.core.elements import FEATURE_LENGTH, element_feature_table
+from app.engine.properties.graph import DEFAULT_CUTOFF, GraphBatch
 
 
 @dataclass

@@ -23,12 +23,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from app.engine.cancel import CancelToken, ProgressCallback
-from app.engine.density import density_from_model, encode, lattice_from_coords, model_input, species_features
-from app.engine.errors import CrystalDesignerError, ModelError, StructureReadError
-from app.engine.properties import PROPERTY_KEYS
-from app.engine.segmentation import decode
-from app.engine.symmetry import format_space_group, space_group
+from app.engine.core.cancel import CancelToken, ProgressCallback
+from app.engine.generation.density import density_from_model, encode, lattice_from_coords, model_input, species_features
+from app.engine.core.errors import CrystalDesignerError, ModelError, StructureReadError
+from app.engine.core.property_table import PROPERTY_KEYS
+from app.engine.generation.segmentation import decode
+from app.engine.core.symmetry import format_space_group, space_group
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +206,10 @@ class CrystalGenerator:
                  segmentation_workers: int | None = None):
         import torch
 
-        from app.engine.devices import select_device
-        from app.engine.predictor import PropertyPredictor
-        from app.engine.registry import load_state_dict
-        from app.engine.voxel_models import ConditionalVAE3D, VAEConfig
+        from app.engine.core.devices import select_device
+        from app.engine.properties.predictor import PropertyPredictor
+        from app.engine.core.registry import load_state_dict
+        from app.engine.generation.voxel_models import ConditionalVAE3D, VAEConfig
 
         self.device = select_device(device)
         self._torch = torch
@@ -230,7 +230,7 @@ class CrystalGenerator:
         self.decile_edges = np.asarray(decile_edges, dtype=np.float64)
         self.predictor = predictor or PropertyPredictor(device=str(self.device), folder=folder)
         if training_index is None:
-            from app.engine.training.training_index import TrainingIndex
+            from app.engine.generation.novelty import TrainingIndex
 
             try:
                 training_index = TrainingIndex(folder / "training_index.json.gz" if folder else None)
@@ -267,8 +267,8 @@ class CrystalGenerator:
 
     def encode_structure(self, structure) -> tuple[np.ndarray, int]:
         """Latent mean μ (shape ``(latent,)``) and predicted-Ef decile of a cubic structure."""
-        from app.engine.predictor import graph_for_prediction
-        from app.engine.voxel_models import one_hot_condition
+        from app.engine.properties.predictor import graph_for_prediction
+        from app.engine.generation.voxel_models import one_hot_condition
 
         encoded = encode(structure)
         inputs = np.concatenate([model_input(encoded), species_features(encoded.species)])
@@ -286,7 +286,7 @@ class CrystalGenerator:
 
     def decode_latents(self, z: np.ndarray, decile: int) -> list[tuple[object | None, np.ndarray, str | None]]:
         """Decode latent vectors (shape ``(n, latent)``) to ``(structure or None, density, error)``."""
-        from app.engine.voxel_models import one_hot_condition, species_from_logits, upsample_species
+        from app.engine.generation.voxel_models import one_hot_condition, species_from_logits, upsample_species
 
         torch = self._torch
         with torch.inference_mode():

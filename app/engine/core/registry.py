@@ -17,8 +17,8 @@ import json
 import logging
 from pathlib import Path
 
-from app.engine.errors import ModelError
-from app.engine.paths import models_dir
+from app.engine.core.errors import ModelError
+from app.engine.core.paths import models_dir
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from app.engine.errors import CrystalDesignerError
-from app.engine.properties import PROPERTY_KEYS
+from app.engine.core.errors import CrystalDesignerError
+from app.engine.core.property_table import PROPERTY_KEYS
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}

@@ -23,7 +23,7 @@ def install_root() -> Path:
     frozen_root = getattr(sys, "_MEIPASS", None)
     if getattr(sys, "frozen", False) and frozen_root:
         return Path(frozen_root)
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 def models_dir() -> Path:
@@ -40,3 +40,11 @@ def resources_dir() -> Path:
 def examples_dir() -> Path:
     """Example crystal files shipped with the application."""
     return resources_dir() / "examples"
+
+
+def cache_dir() -> Path:
+    """Folder for featurised training data (``CRYSTAL_DESIGNER_CACHE`` or ``~/.cache``)."""
+    env = os.environ.get("CRYSTAL_DESIGNER_CACHE")
+    base = Path(env) if env else Path.home() / ".cache" / "crystal-designer"
+    base.mkdir(parents=True, exist_ok=True)
+    return base

@@ -28,8 +28,8 @@ import numpy as np
 from pymatgen.core import DummySpecies, Element, Structure
 from pymatgen.io.cif import CifParser, str2float
 
-from app.engine.cancel import CancelToken
-from app.engine.errors import StructureReadError
+from app.engine.core.cancel import CancelToken
+from app.engine.core.errors import StructureReadError
 
 logger = logging.getLogger(__name__)
 

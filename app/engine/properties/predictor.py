@@ -11,11 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
-from app.engine.cancel import CancelToken, ProgressCallback
-from app.engine.errors import ModelError, StructureReadError
-from app.engine.graph import CrystalGraph, build_graph, collate
-from app.engine.paths import models_dir
-from app.engine.properties import METALLIC_GAP_THRESHOLD_EV, PROPERTY_KEYS
+from app.engine.core.cancel import CancelToken, ProgressCallback
+from app.engine.core.errors import ModelError, StructureReadError
+from app.engine.properties.graph import CrystalGraph, build_graph, collate
+from app.engine.core.paths import models_dir
+from app.engine.core.property_table import METALLIC_GAP_THRESHOLD_EV, PROPERTY_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +67,9 @@ class PropertyPredictor:
                  element_references: dict[str, float] | None = None):
         import torch
 
-        from app.engine.cgcnn import CGCNN, CGCNNConfig
-        from app.engine.devices import select_device
-        from app.engine.registry import load_manifest, load_state_dict
+        from app.engine.properties.cgcnn import CGCNN, CGCNNConfig
+        from app.engine.core.devices import select_device
+        from app.engine.core.registry import load_manifest, load_state_dict
 
         self.device = select_device(device)
         self.folder = folder or models_dir()
@@ -101,7 +101,7 @@ class PropertyPredictor:
 
     def predict_graphs(self, graphs: Sequence[CrystalGraph], batch_size: int = 128) -> dict[str, np.ndarray]:
         """Raw model outputs for ``graphs``: ``{model: array (n, n_targets)}`` in training units."""
-        from app.engine.cgcnn import batch_to_tensors
+        from app.engine.properties.cgcnn import batch_to_tensors
 
         outputs: dict[str, list[np.ndarray]] = {name: [] for name in self.models}
         with self._torch.inference_mode():

@@ -14,11 +14,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from app.engine.cancel import CancelToken, ProgressCallback
-from app.engine.crystal_io import LoadedCrystal, ReadLimits, expand_paths, read_crystal_file
-from app.engine.errors import CrystalDesignerError, StructureReadError
-from app.engine.predictor import PropertyPredictor, graph_for_prediction
-from app.engine.properties import PROPERTY_KEYS
+from app.engine.core.cancel import CancelToken, ProgressCallback
+from app.engine.io.crystal_io import LoadedCrystal, ReadLimits, expand_paths, read_crystal_file
+from app.engine.core.errors import CrystalDesignerError, StructureReadError
+from app.engine.properties.predictor import PropertyPredictor, graph_for_prediction
+from app.engine.core.property_table import PROPERTY_KEYS
 
 logger = logging.getLogger(__name__)
 

@@ -100,7 +100,7 @@ class VAEConfig:
 
     ``channels`` maps are reconstructed (density + three coordinate channels); the encoder also
     reads ``species_feature_channels`` element descriptors per voxel
-    (:func:`app.engine.density.species_features`). ``species`` lists the atomic numbers of the
+    (:func:`app.engine.generation.density.species_features`). ``species`` lists the atomic numbers of the
     species head's vocabulary: class 0 is background, class k (k ≥ 1) is ``species[k - 1]``.
     """
 

@@ -1,13 +1,13 @@
 """From voxel maps back to a crystal: atomic sites by segmentation (ICSG3D, METHOD.md §3).
 
 Input: a density map (true, or decoded by the VAE and mapped back with
-:func:`app.engine.density.density_from_model`), a per-voxel species map (true, or the argmax of
+:func:`app.engine.generation.density.density_from_model`), a per-voxel species map (true, or the argmax of
 the VAE decoder's species head; 0 = background) and the cell lengths (e.g. from
-:func:`app.engine.density.lattice_from_coords`). Decoded maps are first given one element per
+:func:`app.engine.generation.density.lattice_from_coords`). Decoded maps are first given one element per
 atom (:func:`harmonise_species`), and fragments far smaller than an ion can be dropped
 (``min_ball_fraction`` of :func:`sites_from_maps`).
 
-The box of :mod:`app.engine.density` shows 1.5 periods of the crystal along each axis, so an
+The box of :mod:`app.engine.generation.density` shows 1.5 periods of the crystal along each axis, so an
 atom near a face appears twice, and the copy near the box face is cut off (its centroid is
 pulled inwards; its centre may even lie outside the box). Rather than guess which copies to
 trust, the maps are first **folded onto one periodic cell** (:func:`fold_to_cell`): every voxel
@@ -54,8 +54,8 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from app.engine.density import BOX_MARGIN, box_fractions, element_radii
-from app.engine.errors import StructureReadError
+from app.engine.generation.density import BOX_MARGIN, box_fractions, element_radii
+from app.engine.core.errors import StructureReadError
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ def sites_from_maps(density: np.ndarray, species_labels: np.ndarray, lattice_abc
     min_ball_fraction : float
         Drop atoms whose region holds fewer bins than this fraction of the ball an ion of that
         element fills (the radius the encoding gives it in this composition,
-        :func:`app.engine.density.element_radii`). Fragments of a neighbour's ball that a decoded map labels with
+        :func:`app.engine.generation.density.element_radii`). Fragments of a neighbour's ball that a decoded map labels with
         another element are far smaller than a whole ion; 0 keeps every region.
 
     Returns
@@ -434,7 +434,7 @@ def sites_from_maps(density: np.ndarray, species_labels: np.ndarray, lattice_abc
 
 def _ball_bins(numbers: np.ndarray, abc: np.ndarray, n_bins: int) -> np.ndarray:
     """Folded-cell bins inside a whole ion of each atom, with the radius the encoding would give
-    it in this composition (:func:`app.engine.density.element_radii`)."""
+    it in this composition (:func:`app.engine.generation.density.element_radii`)."""
     radii = element_radii([Element.from_Z(int(z)).symbol for z in numbers])
     radius_bins = radii[:, None] * n_bins / np.asarray(abc)[None, :]
     return 4.0 / 3.0 * np.pi * np.prod(radius_bins, axis=1)

@@ -1,0 +1,153 @@
+"""``crystal-designer generate`` and ``reconstruct``: the ICSG3D generator from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from app.cli.output import report_error, write_json
+
+
+def add_parser(commands, device_choices) -> None:
+    generate = commands.add_parser("generate", help="generate candidate crystals (ICSG3D) and filter them")
+    generate.add_argument("--base", help="base structure file (modes around, interpolate)")
+    generate.add_argument("--second", help="second structure (mode interpolate)")
+    generate.add_argument("--mode", choices=("around", "random", "interpolate"), default="around")
+    generate.add_argument("--n", type=int, default=100, help="number of latent samples")
+    generate.add_argument("--sigma", type=float, default=0.5, help="latent spread around the base")
+    generate.add_argument("--decile", type=int, default=None, help="formation-energy decile 0-9 (default: base's)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--min-distance", type=float, default=0.5, help="smallest allowed distance (Å)")
+    generate.add_argument("--same-formula", action="store_true", help="keep only the base's formula")
+    generate.add_argument("--allow-known", action="store_true", help="keep structures of the training set")
+    generate.add_argument("--allow-unbalanced", action="store_true", help="keep non-charge-balanced ones")
+    generate.add_argument("--window", action="append", type=parse_window, metavar="KEY=MIN:MAX",
+                          help="keep predictions inside this window, e.g. band_gap=1:3 (repeatable)")
+    generate.add_argument("--out", help="folder for the kept candidates' CIFs")
+    generate.add_argument("--format", choices=("json", "text"), default="json")
+    generate.add_argument("--device", choices=device_choices, default="auto")
+    generate.set_defaults(handler=run_generate)
+
+    reconstruct = commands.add_parser("reconstruct", help="encode + decode structures through the generator")
+    reconstruct.add_argument("paths", nargs="+")
+    reconstruct.add_argument("--out", required=True, help="folder for <input stem>.cif")
+    reconstruct.add_argument("--device", choices=device_choices, default="auto")
+    reconstruct.set_defaults(handler=run_reconstruct)
+
+
+def read_first_structure(path: str):
+    """The first structure in ``path``, or a CrystalDesignerError naming the problem."""
+    from app.engine.core.errors import StructureReadError
+    from app.engine.io.crystal_io import read_crystal_file
+
+    loaded = read_crystal_file(path)
+    good = [c for c in loaded if c.ok]
+    if not good:
+        raise StructureReadError(loaded[0].error if loaded else f"{path}: no structure found.")
+    return good[0].structure
+
+
+def parse_window(text: str) -> tuple[str, tuple[float | None, float | None]]:
+    """``band_gap=1:3``, ``bulk_modulus=100:`` → (key, (min, max))."""
+    key, equals, bounds = text.partition("=")
+    low, colon, high = bounds.partition(":")
+    if not (key.strip() and equals and colon):
+        raise argparse.ArgumentTypeError(f"Window '{text}' should look like key=min:max.")
+    try:
+        return key.strip(), (float(low) if low.strip() else None, float(high) if high.strip() else None)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"Window '{text}': {error}") from error
+
+
+def candidate_record(candidate, file_name: str | None) -> dict:
+    """One kept candidate as a JSON-ready record."""
+    from app.engine.core.property_table import PROPERTY_KEYS
+
+    record = {"file": file_name, "index": candidate.index, "formula": candidate.formula}
+    record.update({k: candidate.properties.get(k) for k in PROPERTY_KEYS})
+    record["flags"] = candidate.flags
+    record["latent_distance"] = candidate.latent_distance
+    record["kept"] = candidate.kept
+    if candidate.error:
+        record["error"] = candidate.error
+    return record
+
+
+def run_generate(args) -> int:
+    from app.engine.core.errors import CrystalDesignerError
+    from app.engine.generation.generator import FUNNEL_STAGES, CrystalGenerator, GenerationSettings
+    from app.engine.io.export import safe_filename, unique_path, write_cif
+
+    settings = GenerationSettings(
+        mode=args.mode, count=args.n, sigma=args.sigma, decile=args.decile, seed=args.seed,
+        min_distance=args.min_distance, require_charge_balance=not args.allow_unbalanced,
+        require_same_formula=args.same_formula, require_novel=not args.allow_known,
+        property_windows=dict(args.window or []),
+    )
+    try:
+        settings.validate()
+        base = read_first_structure(args.base) if args.base else None
+        second = read_first_structure(args.second) if args.second else None
+        generator = CrystalGenerator(device=args.device)
+        try:
+            result = generator.generate(settings, base=base, second=second)
+        finally:
+            generator.close()
+    except CrystalDesignerError as error:
+        report_error(error)
+        return 2
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    records, taken = [], set()
+    for candidate in result.kept:
+        name = None
+        if out is not None:
+            path = unique_path(out, f"{candidate.index:05d}_{safe_filename(candidate.formula or 'crystal')}", ".cif", taken)
+            write_cif(candidate.structure, path)
+            name = str(path)
+        records.append(candidate_record(candidate, name))
+    funnel = [{"stage": key, "label": label, "count": result.funnel[key]} for key, label in FUNNEL_STAGES]
+    payload = {"settings": vars(settings), "funnel": funnel, "candidates": records}
+    if args.format == "json":
+        write_json(payload)
+    else:
+        for stage in funnel:
+            print(f"{stage['label']:<28} {stage['count']:>7}")
+        for record in records:
+            print(record["file"] or record["formula"])
+    return 0
+
+
+def run_reconstruct(args) -> int:
+    from app.engine.core.errors import CrystalDesignerError
+    from app.engine.generation.generator import CrystalGenerator
+    from app.engine.io.crystal_io import read_crystals
+    from app.engine.io.export import safe_filename, unique_path, write_cif
+
+    try:
+        generator = CrystalGenerator(device=args.device)
+    except CrystalDesignerError as error:
+        report_error(error)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, failed, taken = [], 0, set()
+    for crystal in read_crystals(args.paths):
+        record = {"source": crystal.source, "file": None, "error": crystal.error}
+        if crystal.ok:
+            try:
+                decoded = generator.reconstruct(crystal.structure)
+                stem = safe_filename(Path(crystal.source.split("#")[0]).stem + (f"_{crystal.block}" if crystal.block else ""))
+                path = unique_path(out, stem, ".cif", taken)
+                write_cif(decoded, path)
+                record.update(file=str(path), formula=decoded.composition.reduced_formula)
+            except CrystalDesignerError as error:
+                record["error"] = f"{crystal.name}: {error}"
+        failed += record["error"] is not None
+        records.append(record)
+    json.dump(records, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 1 if failed else 0

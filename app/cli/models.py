@@ -1,0 +1,85 @@
+"""``crystal-designer train``, ``evaluate`` and ``build-index``: retraining and measuring the shipped models.
+
+Training code is imported only inside these handlers, so no other command loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from app.cli.output import write_json
+
+GENERATOR_MODELS = ("segmentation_unet", "density_vae")
+
+
+def add_parser(commands, device_choices) -> None:
+    from app.engine.training.recipes import RECIPE_NAMES
+
+    train = commands.add_parser("train", help="retrain a model from ../shared/data (hours on CPU)")
+    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS)
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
+    train.add_argument("--learning-rate", type=float, default=None, help="generator models: peak learning rate")
+    train.add_argument("--species-weight", type=float, default=None,
+                       help="density_vae: weight of the species cross-entropy")
+    train.add_argument("--continue", dest="continue_shipped", action="store_true",
+                       help="density_vae: start from the shipped weights with a new learning-rate cycle")
+    train.set_defaults(handler=run_train)
+
+    evaluate = commands.add_parser("evaluate", help="validation metrics of a shipped model")
+    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator",))
+    evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
+    evaluate.add_argument("--n-samples", type=int, default=1000, help="generator: random samples")
+    evaluate.add_argument("--record", action="store_true",
+                          help="generator: store the report in the VAE's manifest entry and model card")
+    evaluate.set_defaults(handler=run_evaluate)
+
+    index = commands.add_parser("build-index", help="rebuild models/ training index and element references")
+    index.set_defaults(handler=run_build_index)
+
+
+def run_train(args) -> int:
+    if args.name in GENERATOR_MODELS:
+        from app.engine.training import train_generator
+
+        options = {"fresh": args.fresh, **({"epochs": args.epochs} if args.epochs else {}),
+                   **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
+        if args.name == train_generator.UNET_NAME:
+            entry = train_generator.train_unet(**options)
+        else:
+            entry = train_generator.train_vae(
+                **options, continue_shipped=args.continue_shipped,
+                **({"species_weight": args.species_weight} if args.species_weight else {}))
+    else:
+        from app.engine.training.train_property import train
+
+        entry = train(args.name, epochs=args.epochs, fresh=args.fresh)
+    json.dump(entry["metrics"], sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def run_evaluate(args) -> int:
+    if args.name == "generator":
+        from app.engine.training.evaluate_generator import evaluate_generator, record_generator_metrics
+
+        report = evaluate_generator(n_reconstruct=args.n_reconstruct, n_samples=args.n_samples)
+        if args.record:
+            record_generator_metrics(report, f"crystal-designer evaluate generator --n-reconstruct "
+                                             f"{args.n_reconstruct} --n-samples {args.n_samples}")
+    else:
+        from app.engine.training.train_property import evaluate
+
+        report = evaluate(args.name)
+    write_json(report)
+    return 0
+
+
+def run_build_index(args) -> int:
+    from app.engine.training.element_references import build_element_references
+    from app.engine.training.training_index import build_training_index
+
+    print(build_element_references())
+    print(build_training_index())
+    return 0

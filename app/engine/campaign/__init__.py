@@ -1,0 +1,1 @@
+"""Screening campaigns: many generation runs on a Dask cluster."""

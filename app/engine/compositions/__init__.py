@@ -1,0 +1,1 @@
+"""Composition generation and property prediction (DING)."""

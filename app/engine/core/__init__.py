@@ -1,0 +1,1 @@
+"""Ground layer: paths, errors, cancellation, devices, elements, symmetry, the property table and the model registry."""

@@ -1,0 +1,1 @@
+"""Reading crystal files of every format and writing candidates out."""

@@ -1,0 +1,1 @@
+"""Property prediction: crystal graphs, CGCNN and the eight-property predictor."""

@@ -1,0 +1,1 @@
+"""Stability of crystals: relaxation and energy above the convex hull."""
