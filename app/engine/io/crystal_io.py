@@ -1,4 +1,4 @@
-"""Reading crystal files through pymatgen, where every problem is data, not an exception.
+"""Reading crystal files through pymatgen (then ASE), where every problem is data, not an exception.
 
 ``read_crystal_file`` and ``read_crystals`` return :class:`LoadedCrystal` entries: a structure
 (possibly with warnings) or an error message written for a scientist, naming the file and what
@@ -7,13 +7,15 @@ is wrong. Bad input never raises; only cancellation does (``CancelledError``).
 pymatgen is lenient in ways that hide bad data (NaN coordinates, unknown element symbols read as
 dummy species, "Bq" read as boron, zero-volume cells) and raises cryptic errors on others
 (a truncated CIF loop raises ``ZeroDivisionError``), so the checks here wrap it on both sides.
+Formats pymatgen does not read go through ASE (:mod:`app.engine.io.ase_formats`), SHELX files
+through :mod:`app.engine.io.shelx`; gzip/bzip2/xz files are unpacked first (by magic bytes).
+Multi-frame files give one entry per frame (``file#N``), multi-block CIFs one per block
+(``file#block``). Every read runs under a time limit (:attr:`ReadLimits.max_seconds`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import io
 import json
 import logging
 import math
@@ -30,14 +32,22 @@ from pymatgen.io.cif import CifParser, str2float
 
 from app.engine.core.cancel import CancelToken
 from app.engine.core.errors import StructureReadError
+from app.engine.io import poscar
+from app.engine.io.ase_formats import ASE_NAMES, ASE_SUFFIXES, FORMAT_LABELS, ase_format, read_with_ase
+from app.engine.io.cif_dialects import normalise_cif_block
+from app.engine.io.compression import decompress, strip_compression_suffix
+from app.engine.io.shelx import looks_like_shelx, shelx_to_cif
+from app.engine.io.time_limit import TimeLimitExceeded, call_with_time_limit
 
 logger = logging.getLogger(__name__)
 
-#: File suffixes read from folders (also with ``.gz`` appended). Files named ``POSCAR*`` or
-#: ``CONTCAR*`` are read too. Quantum ESPRESSO input (``.pwi``/``.in``) is left out on purpose:
-#: pymatgen's ``PWInput`` ignores ``ibrav``/``celldm`` and the units of CELL_PARAMETERS.
-SUPPORTED_SUFFIXES: tuple[str, ...] = (".cif", ".mcif", ".vasp", ".poscar", ".xsf", ".json", ".cssr", ".res")
+#: File suffixes read from folders (also with ``.gz``, ``.bz2`` or ``.xz`` appended). Files named
+#: ``POSCAR*``, ``CONTCAR*`` or ``geometry.in`` are read too. Quantum ESPRESSO input goes through
+#: ASE (with ``ibrav`` lattices rebuilt), not pymatgen's ``PWInput``, which ignores ``ibrav``/``celldm``.
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".cif", ".mcif", ".vasp", ".poscar", ".xsf", ".json", ".cssr", ".res", ".ins",
+                                       *ASE_SUFFIXES)
 SUPPORTED_NAME_PREFIXES: tuple[str, ...] = ("POSCAR", "CONTCAR")
+_SHELX_SUFFIXES = (".res", ".ins")
 
 _FORMATS = {".vasp": "poscar", ".poscar": "poscar", ".xsf": "xsf", ".json": "json", ".cssr": "cssr", ".res": "res"}
 _FORMAT_LABELS = {"poscar": "a VASP POSCAR file", "xsf": "an XCrySDen XSF file", "json": "pymatgen JSON",
@@ -67,10 +77,13 @@ class ReadLimits:
         Largest file (after decompression for ``.gz``) that is read at all.
     max_sites : int
         Most sites a structure may have (after applying CIF symmetry operations).
+    max_seconds : float
+        Longest time one file may take to read (s); longer reads become an error entry.
     """
 
     max_file_bytes: int = 20_000_000
     max_sites: int = 5_000
+    max_seconds: float = 60.0
 
 
 @dataclass
@@ -80,9 +93,10 @@ class LoadedCrystal:
     Attributes
     ----------
     source : str
-        File path; ``"path#block"`` for one data block of a CIF holding several.
+        File path; ``"path#block"`` for one data block of a CIF holding several, ``"path#N"`` for
+        frame N (from 1) of a multi-frame file.
     block : str or None
-        That data block's name (None for single-structure files).
+        That data block's name or frame number (None for single-structure files).
     structure : Structure or None
         The structure, None when it could not be read.
     warnings : list of str
@@ -112,9 +126,9 @@ class LoadedCrystal:
 
 def is_supported(path: str | Path) -> bool:
     """Whether a file in a folder is picked up as a crystal file (by its name only)."""
-    name = Path(path).name
-    base = name[:-3] if name.lower().endswith(".gz") else name
-    return Path(base).suffix.lower() in SUPPORTED_SUFFIXES or base.upper().startswith(SUPPORTED_NAME_PREFIXES)
+    base = strip_compression_suffix(Path(path).name)
+    return (Path(base).suffix.lower() in SUPPORTED_SUFFIXES or base.upper().startswith(SUPPORTED_NAME_PREFIXES)
+            or base.lower() in ASE_NAMES)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[LoadedCrystal]]:
@@ -175,17 +189,41 @@ def read_crystal_file(path: str | Path, limits: ReadLimits = ReadLimits()) -> li
         At least one entry; failed entries carry ``error`` and no structure.
     """
     path = Path(path)
+    try:
+        return call_with_time_limit(lambda: _read_file(path, limits), limits.max_seconds)
+    except TimeLimitExceeded:
+        logger.info("Reading %s took longer than %s s", path, limits.max_seconds)
+        return [LoadedCrystal(str(path), error=f"{path.name}: reading took longer than {limits.max_seconds:g} s and "
+                              "was stopped (the file may be malformed or far too large).")]
+
+
+def _read_file(path: Path, limits: ReadLimits) -> list[LoadedCrystal]:
     warns: list[str] = []
     try:
         text = _read_text(path, limits, warns)
-        if _is_cif(path, text):
+        base = strip_compression_suffix(path.name)
+        if _is_cif(base, text):
             return _read_cif(path, text, warns, limits)
-        return [_finish(str(path), path.name, _read_other(path, text, warns), warns, limits)]
+        if Path(base).suffix.lower() in _SHELX_SUFFIXES and looks_like_shelx(text):
+            return _read_cif(path, shelx_to_cif(text), warns, limits)
+        structures = _read_other(path, base, text, warns, limits)
+        if len(structures) == 1:
+            return [_finish(str(path), path.name, structures[0], warns, limits)]
+        return [_frame_entry(path, number, structure, warns, limits)
+                for number, structure in enumerate(structures, start=1)]
     except StructureReadError as exc:
         return [LoadedCrystal(str(path), None, _dedupe(warns), f"{path.name}: {exc}")]
-    except Exception as exc:  # a pymatgen bug must not stop a batch; keep the traceback in the log only
-        logger.exception("Unexpected failure reading %s", path)
+    except TimeLimitExceeded:
+        raise
+    except Exception as exc:  # a library bug must not stop a batch; the traceback goes to the log only
+        logger.info("Unexpected failure reading %s", path, exc_info=True)
         return [LoadedCrystal(str(path), None, _dedupe(warns), f"{path.name}: could not be read ({_unexpected(exc)}).")]
+
+
+def _frame_entry(path: Path, number: int, structure: Structure, warns: list[str], limits: ReadLimits) -> LoadedCrystal:
+    entry = _finish(f"{path}#{number}", f"{path.name}#{number}", structure, list(warns), limits)
+    entry.block = str(number)
+    return entry
 
 
 def read_crystals(
@@ -239,16 +277,9 @@ def _read_text(path: Path, limits: ReadLimits, warns: list[str]) -> str:
         raise StructureReadError(f"the file is {_size(size)}, above the {_size(limits.max_file_bytes)} limit "
                                  "for crystal files.")
     try:
-        data = path.read_bytes()
-        if path.name.lower().endswith(".gz"):
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
-                data = gz.read(limits.max_file_bytes + 1)  # bounded: a small .gz can unpack to gigabytes
-            if len(data) > limits.max_file_bytes:
-                raise StructureReadError(f"the file unpacks to more than the {_size(limits.max_file_bytes)} limit.")
+        data, _compression = decompress(path.read_bytes(), limits.max_file_bytes)
     except OSError as exc:
         raise StructureReadError(f"the file could not be opened ({exc.strerror or _short(exc)}).") from None
-    except EOFError:
-        raise StructureReadError("the compressed file is truncated.") from None
     if not data.strip():
         raise StructureReadError("the file is empty.")
     if b"\x00" in data:
@@ -263,17 +294,49 @@ def _read_text(path: Path, limits: ReadLimits, warns: list[str]) -> str:
         return data.decode("latin-1")
 
 
-def _is_cif(path: Path, text: str) -> bool:
-    base = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+def _is_cif(base: str, text: str) -> bool:
     if Path(base).suffix.lower() in (".cif", ".mcif"):
         return True
-    return not is_supported(path) and bool(_CIF_BLOCK_RE.search(text) and _CIF_STRUCTURE_RE.search(text))
+    return not is_supported(base) and bool(_CIF_BLOCK_RE.search(text) and _CIF_STRUCTURE_RE.search(text))
 
 
-def _read_other(path: Path, text: str, warns: list[str]) -> Structure:
-    base = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
-    fmt = "poscar" if base.upper().startswith(SUPPORTED_NAME_PREFIXES) else _FORMATS.get(Path(base).suffix.lower())
-    label = _FORMAT_LABELS.get(fmt, "a crystal file")
+def _pymatgen_format(base: str) -> str | None:
+    if base.upper().startswith(SUPPORTED_NAME_PREFIXES):
+        return "poscar"
+    return _FORMATS.get(Path(base).suffix.lower())
+
+
+def _read_other(path: Path, base: str, text: str, warns: list[str], limits: ReadLimits) -> list[Structure]:
+    """pymatgen for the formats it reads well, then ASE; a list of one structure per frame."""
+    fmt = _pymatgen_format(base)
+    ase_fmt = ase_format(base, text)
+    if fmt is None and ase_fmt is not None:
+        return _read_ase(text, ase_fmt, warns)
+    try:
+        return [_read_pymatgen(path, base, fmt, text, warns, limits)]
+    except StructureReadError as exc:
+        fallback = ase_fmt or ("res" if fmt == "res" else None)
+        if fallback is None:
+            raise
+        logger.debug("pymatgen could not read %s (%s); trying ASE", path, exc)
+        try:
+            return _read_ase(text, fallback, warns)
+        except StructureReadError:
+            raise exc from None  # pymatgen's message names the format the file claims to be
+
+
+def _read_ase(text: str, fmt: str, warns: list[str]) -> list[Structure]:
+    notes: list[str] = []
+    with _collect_warnings(notes):  # ASE's warnings are for developers (keyword validation, pbc); log them
+        structures = read_with_ase(text, fmt)
+    for note in notes:
+        logger.debug("ASE (%s): %s", fmt, note)
+    warns.append(f"Read with ASE as {FORMAT_LABELS.get(fmt, fmt)}.")
+    return structures
+
+
+def _read_pymatgen(path: Path, base: str, fmt: str | None, text: str, warns: list[str], limits: ReadLimits) -> Structure:
+    label = _FORMAT_LABELS.get(fmt, FORMAT_LABELS.get(fmt or "", "a crystal file"))
     with _collect_warnings(warns):
         try:
             if fmt == "json":
@@ -294,8 +357,14 @@ def _read_other(path: Path, text: str, warns: list[str]) -> Structure:
             raise StructureReadError(f"could not be read as {label} ({_short(exc)}).") from None
     if any("Defaulting to false names" in w for w in warns):  # pymatgen would invent H, He, Li, ...
         warns[:] = [w for w in warns if "Defaulting to false names" not in w]
-        raise StructureReadError("the POSCAR does not name its elements (no species line, VASP 4 style), "
-                                 "so its atoms cannot be identified.")
+        named = poscar.add_species_line(text, path.parent, limits.max_file_bytes)
+        if named is None:
+            raise StructureReadError("the POSCAR does not name its elements (no species line, VASP 4 style, and "
+                                     "neither its comment line nor a POTCAR beside it names them).")
+        text, origin = named
+        warns.append(f"The POSCAR has no species line (VASP 4); the elements were taken from {origin}.")
+        with _collect_warnings(warns):
+            return Structure.from_str(text, fmt="poscar")
     return struct
 
 
@@ -336,7 +405,7 @@ def _read_cif(path: Path, text: str, warns: list[str], limits: ReadLimits) -> li
         except StructureReadError as exc:
             entry = LoadedCrystal(source, None, _dedupe(bw), f"{label}: {exc}")
         except Exception as exc:  # one broken block must not hide the good ones
-            logger.exception("Unexpected failure reading %s", source)
+            logger.info("Unexpected failure reading %s", source, exc_info=True)
             entry = LoadedCrystal(source, None, _dedupe(bw), f"{label}: could not be read ({_unexpected(exc)}).")
         entry.block = unique if len(blocks) > 1 else None
         results.append(entry)
@@ -344,10 +413,32 @@ def _read_cif(path: Path, text: str, warns: list[str], limits: ReadLimits) -> li
 
 
 def _parse_cif_block(block: str, warns: list[str], limits: ReadLimits) -> Structure:
+    block = normalise_cif_block(block, warns)
+    first_try = len(warns)
+    try:
+        # occupancy_tolerance > 1: refined occupancies often sum to 1.01 by rounding; pymatgen rescales them.
+        return _parse_normalised_block(block, warns, limits, occupancy_tolerance=1.05)
+    except _OccupancyExceeded as exc:
+        # Sites listed twice (a special position written once per equivalent image, or an atom
+        # repeated by hand) sum to 2 or more; scaling every site to a total of 1 undoes that.
+        del warns[first_try:]
+        warns.append(f"Some sites are listed more than once (occupancy {exc.total:g} on one site); the "
+                     "occupancies of each site were scaled to sum to 1.")
+        structure = _parse_normalised_block(block, warns, limits, occupancy_tolerance=1e6)
+        warns[:] = [w for w in warns if "sum to > 1" not in w]  # answered by the note above
+        return structure
+
+
+class _OccupancyExceeded(Exception):
+    def __init__(self, total: float):
+        super().__init__(total)
+        self.total = total
+
+
+def _parse_normalised_block(block: str, warns: list[str], limits: ReadLimits, occupancy_tolerance: float) -> Structure:
     with _collect_warnings(warns):
         try:
-            # occupancy_tolerance > 1: refined occupancies often sum to 1.01 by rounding; pymatgen rescales them.
-            parser = CifParser.from_str(block, occupancy_tolerance=1.05)
+            parser = CifParser.from_str(block, occupancy_tolerance=occupancy_tolerance)
         except Exception as exc:
             loop = isinstance(exc, ZeroDivisionError) or "zip()" in str(exc) or "multiple" in str(exc)
             detail = "a loop_ table has missing or extra values" if loop else _short(exc)
@@ -357,6 +448,9 @@ def _parse_cif_block(block: str, warns: list[str], limits: ReadLimits) -> Struct
         try:
             return parser.parse_structures(primitive=False, on_error="raise")[0]
         except (ValueError, KeyError, IndexError, ZeroDivisionError, NotImplementedError) as exc:
+            exceeded = re.search(r"Occupancy ([\d.]+) exceeded tolerance", str(exc))
+            if exceeded:
+                raise _OccupancyExceeded(float(exceeded.group(1))) from None
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             if "no structures" in detail:
                 detail = "no atom site has a recognisable element symbol"
@@ -391,8 +485,8 @@ def _check_cif_data(data: dict, limits: ReadLimits) -> None:
     xs = values("_atom_site_fract_x")
     if not xs:
         if values("_atom_site_Cartn_x"):
-            raise StructureReadError("atom positions are given only as Cartesian coordinates (_atom_site_Cartn_x), "
-                                     "which are not supported; fractional coordinates are needed.")
+            raise StructureReadError("atom positions are given only as Cartesian coordinates (_atom_site_Cartn_x) "
+                                     "and could not be converted (is the cell complete?).")
         raise StructureReadError("the structure contains no atoms (no _atom_site_fract_x entries).")
     if len(xs) > limits.max_sites:
         raise StructureReadError(f"the structure has {len(xs)} sites, above the limit of {limits.max_sites}.")
@@ -449,6 +543,14 @@ def _check_structure(struct: Structure, limits: ReadLimits, warns: list[str]) ->
     if disordered:
         warns.append(f"Partially occupied sites (disordered structure): {disordered} of {n} sites.")
     centres, others, _, dists = struct.get_neighbor_list(r=_MIN_DISTANCE)
+    if len(dists) and all(struct[int(a)].species == struct[int(b)].species for a, b in zip(centres, others)):
+        # Only identical atoms overlap: the same atom written twice (e.g. on a special position
+        # a hair off its exact coordinates). Keep one of each cluster.
+        before = len(struct)
+        struct.merge_sites(tol=_MIN_DISTANCE, mode="delete")
+        warns.append(f"{before - len(struct)} duplicated atom(s) within {_MIN_DISTANCE} Å of an identical atom "
+                     "were merged.")
+        centres, others, _, dists = struct.get_neighbor_list(r=_MIN_DISTANCE)
     if len(dists):
         i = int(np.argmin(dists))
         a, b = int(centres[i]), int(others[i])
