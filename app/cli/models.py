@@ -11,13 +11,14 @@ import sys
 from app.cli.output import write_json
 
 GENERATOR_MODELS = ("segmentation_unet", "density_vae")
+POINTNET_MODEL = "pointnet"
 
 
 def add_parser(commands, device_choices) -> None:
     from app.engine.training.recipes import RECIPE_NAMES
 
     train = commands.add_parser("train", help="retrain a model from ../shared/data (hours on CPU)")
-    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS)
+    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS + (POINTNET_MODEL,))
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
     train.add_argument("--learning-rate", type=float, default=None, help="generator models: peak learning rate")
@@ -28,14 +29,14 @@ def add_parser(commands, device_choices) -> None:
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="validation metrics of a shipped model")
-    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator",))
+    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", POINTNET_MODEL))
     evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
     evaluate.add_argument("--n-samples", type=int, default=1000, help="generator: random samples")
     evaluate.add_argument("--record", action="store_true",
                           help="generator: store the report in the VAE's manifest entry and model card")
     evaluate.set_defaults(handler=run_evaluate)
 
-    index = commands.add_parser("build-index", help="rebuild models/ training index and element references")
+    index = commands.add_parser("build-index", help="rebuild models/ training indexes and element references")
     index.set_defaults(handler=run_build_index)
 
 
@@ -51,6 +52,10 @@ def run_train(args) -> int:
             entry = train_generator.train_vae(
                 **options, continue_shipped=args.continue_shipped,
                 **({"species_weight": args.species_weight} if args.species_weight else {}))
+    elif args.name == POINTNET_MODEL:
+        from app.engine.training.train_pointnet import train as train_pointnet
+
+        entry = train_pointnet(epochs=args.epochs, fresh=args.fresh)
     else:
         from app.engine.training.train_property import train
 
@@ -68,6 +73,11 @@ def run_evaluate(args) -> int:
         if args.record:
             record_generator_metrics(report, f"crystal-designer evaluate generator --n-reconstruct "
                                              f"{args.n_reconstruct} --n-samples {args.n_samples}")
+    elif args.name == POINTNET_MODEL:
+        from app.engine.training.evaluate_pointnet import compare_with_cgcnn, format_comparison
+
+        report = compare_with_cgcnn()
+        sys.stdout.write(format_comparison(report))
     else:
         from app.engine.training.train_property import evaluate
 
@@ -78,8 +88,9 @@ def run_evaluate(args) -> int:
 
 def run_build_index(args) -> int:
     from app.engine.training.element_references import build_element_references
-    from app.engine.training.training_index import build_training_index
+    from app.engine.training.training_index import build_structure_index, build_training_index
 
     print(build_element_references())
     print(build_training_index())
+    print(build_structure_index())
     return 0
