@@ -134,7 +134,8 @@ class _SelfTest:
                 f"K {values['bulk_modulus']:.0f} GPa, G {values['shear_modulus']:.0f} GPa")
 
     def generate(self) -> str:
-        from app.engine.generation.generator import FUNNEL_STAGES, CrystalGenerator, GenerationSettings
+        from app.engine.generation.generator import CrystalGenerator
+        from app.engine.generation.settings import FUNNEL_STAGE_KEYS, GenerationSettings
 
         structure = self._example_structure()
         generator = CrystalGenerator(device=self.device, predictor=self.predictor)
@@ -145,7 +146,7 @@ class _SelfTest:
             raise CheckFailed(f"{len(result.candidates)} of {GENERATE_COUNT} candidates came back")
         for candidate in result.kept:
             _check_values(candidate.properties)
-        funnel = " > ".join(f"{key} {result.funnel[key]}" for key, _ in FUNNEL_STAGES)
+        funnel = " > ".join(f"{key} {result.funnel[key]}" for key in FUNNEL_STAGE_KEYS)
         return f"funnel: {funnel}; {self._segmentation_round_trip(structure)}"
 
     @staticmethod

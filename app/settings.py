@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from app.engine.generation.generator import MODES as GENERATION_MODES
-from app.engine.generation.generator import GenerationSettings
+from app.engine.core.devices import DEVICE_CHOICES
+from app.engine.core.errors import CrystalDesignerError
+from app.engine.generation.settings import GenerationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,14 @@ SETTINGS_FILE = "settings.json"
 #: Version written by this code. Bump it and add a migration when the layout changes.
 SETTINGS_VERSION = 1
 RECENT_FILES_LIMIT = 10
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass
 class GenerationDefaults:
-    """The Generate panel's starting values (see ``app.engine.generation.generator.GenerationSettings``).
+    """The Generate panel's remembered values: a subset of the engine's ``GenerationSettings``.
+
+    The defaults and the allowed ranges are the engine's (see ``app.engine.generation.settings``);
+    the panel builds the full ``GenerationSettings`` from these and the Targets panel.
 
     Attributes
     ----------
@@ -183,14 +186,12 @@ def _checked(settings: AppSettings) -> AppSettings:
         logger.warning("Settings: unknown device %r; using %r.", settings.device, defaults.device)
         settings.device = defaults.device
     generation = settings.generation
-    if generation.mode not in GENERATION_MODES:
-        generation.mode = defaults.generation.mode
-    if not 1 <= generation.count <= 1_000_000:
-        generation.count = defaults.generation.count
-    if not 0 <= generation.sigma <= 100:
-        generation.sigma = defaults.generation.sigma
-    if not 0 <= generation.min_distance <= 10:
-        generation.min_distance = defaults.generation.min_distance
+    for spec in dataclasses.fields(GenerationDefaults):
+        try:  # the engine's rules and bounds, one field at a time
+            GenerationSettings(**{spec.name: getattr(generation, spec.name)})
+        except CrystalDesignerError as problem:
+            logger.warning("Settings: generation.%s: %s Using the default.", spec.name, problem)
+            setattr(generation, spec.name, getattr(defaults.generation, spec.name))
     del settings.recent_files[RECENT_FILES_LIMIT:]
     settings.version = SETTINGS_VERSION
     return settings

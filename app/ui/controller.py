@@ -7,6 +7,7 @@ listen to its signals, so it can be driven directly from tests.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Iterable
@@ -15,6 +16,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from app.engine.core.errors import CancelledError, CrystalDesignerError
+from app.engine.generation.settings import MODES_WITH_SECOND, GenerationSettings
 from app.settings import AppSettings
 from app.ui import records as rec
 from app.ui.export import ExportReport, export_records
@@ -184,23 +186,15 @@ class DesignController(QObject):
     def generating(self) -> bool:
         return self._generation is not None
 
-    def generation_settings(self, options: dict, windows: dict, decile: int | None) -> dict:
-        """Keyword arguments of ``GenerationSettings``, checked by the engine.
-
-        Raises
-        ------
-        CrystalDesignerError
-            With the engine's message, for impossible settings.
-        """
-        from app.engine.generation.generator import GenerationSettings
-
-        values = dict(options, decile=decile, property_windows=dict(windows), batch_size=GUI_BATCH_SIZE)
-        GenerationSettings(**values).validate()
-        return values
-
-    async def generate(self, options: dict, windows: dict, decile: int | None, base: CrystalRecord | None,
+    async def generate(self, settings: GenerationSettings, base: CrystalRecord | None,
                        second: CrystalRecord | None) -> dict | None:
         """Run one generation; candidates stream into the table.
+
+        Parameters
+        ----------
+        settings : GenerationSettings
+            Built (and so checked) by the Generate panel; sent to the worker as it is, in the
+            window's smaller batches.
 
         Returns
         -------
@@ -210,18 +204,14 @@ class DesignController(QObject):
         if self._generation is not None:
             self.status_message.emit("A generation is already running.")
             return None
-        try:
-            settings = self.generation_settings(options, windows, decile)
-        except CrystalDesignerError as error:
-            self._report("Cannot generate", str(error))
-            return None
-        mode = settings["mode"]
+        settings = dataclasses.replace(settings, batch_size=GUI_BATCH_SIZE)
+        mode = settings.mode
         base_structure = base.get_structure() if base is not None and mode != "random" else None
-        second_structure = second.get_structure() if second is not None and mode == "interpolate" else None
+        second_structure = second.get_structure() if second is not None and mode in MODES_WITH_SECOND else None
         base_name = base.name if base_structure is not None else None
         self._drop_rejected_candidates()
         counts = {"done": 0, "kept": 0, "rejected_rows": 0}
-        total = settings["count"]
+        total = settings.count
 
         def on_items(payloads: list[dict]) -> None:
             new = []
@@ -316,6 +306,10 @@ class DesignController(QObject):
         self.model.remove(records)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def report(self, title: str, message: str) -> None:
+        """Tell the user about a problem (status bar and message box)."""
+        self._report(title, message)
 
     def _report(self, title: str, message: str) -> None:
         logger.warning("%s: %s", title, message)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
                                QPushButton, QSpinBox, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from app.engine.generation.generator import FUNNEL_STAGES
+from app.engine.generation.settings import (COUNT_RANGE, FUNNEL_STAGES, MIN_DISTANCE_RANGE, MODE_LABELS,
+                                           MODES_WITH_BASE, MODES_WITH_SECOND, SEED_RANGE, SIGMA_RANGE,
+                                           GenerationSettings, Windows)
 from app.settings import GenerationDefaults
 from app.ui.records import CrystalRecord
-
-MODE_LABELS = (("around", "Around the base"), ("random", "Random (prior)"),
-               ("interpolate", "Interpolate base → second"))
 
 
 class GeneratePanel(QWidget):
@@ -40,19 +37,19 @@ class GeneratePanel(QWidget):
         self.base_label = QLabel()
         self.base_label.setWordWrap(True)
         self.mode = QComboBox()
-        for key, label in MODE_LABELS:
+        for key, label in MODE_LABELS.items():
             self.mode.addItem(label, key)
         self.count = QSpinBox()
-        self.count.setRange(1, 1_000_000)
+        self.count.setRange(*COUNT_RANGE)
         self.count.setGroupSeparatorShown(True)
         self.sigma = QDoubleSpinBox()
-        self.sigma.setRange(0.0, 10.0)
+        self.sigma.setRange(*SIGMA_RANGE)
         self.sigma.setSingleStep(0.1)
         self.sigma.setToolTip("Spread of the latent samples around the base (latent units)")
         self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setRange(*SEED_RANGE)
         self.min_distance = QDoubleSpinBox()
-        self.min_distance.setRange(0.0, 5.0)
+        self.min_distance.setRange(*MIN_DISTANCE_RANGE)
         self.min_distance.setSingleStep(0.1)
         self.min_distance.setSuffix(" Å")
         self.charge_balance = QCheckBox("Charge balanced")
@@ -127,9 +124,17 @@ class GeneratePanel(QWidget):
             require_same_formula=self.same_formula.isChecked(), require_novel=self.novel.isChecked(),
             require_unique=self.unique.isChecked())
 
-    def options(self) -> dict:
-        """Keyword arguments of ``GenerationSettings`` set in this panel."""
-        return dataclasses.asdict(self.defaults())
+    def generation_settings(self, property_windows: Windows | None = None, decile: int | None = None,
+                            target_formation_energy: float | None = None) -> GenerationSettings:
+        """The engine's settings of one run: this panel's values plus the Targets panel's.
+
+        Raises
+        ------
+        CrystalDesignerError
+            The engine's message, for impossible values.
+        """
+        return GenerationSettings(**vars(self.defaults()), property_windows=dict(property_windows or {}),
+                                  decile=decile, target_formation_energy=target_formation_energy)
 
     @property
     def mode_key(self) -> str:
@@ -171,9 +176,9 @@ class GeneratePanel(QWidget):
     def missing_input(self) -> str | None:
         """What is missing to start the chosen mode, or None."""
         mode = self.mode_key
-        if mode in ("around", "interpolate") and self._base is None:
+        if mode in MODES_WITH_BASE and self._base is None:
             return "Select a base structure in the Library."
-        if mode == "interpolate" and self._second is None:
+        if mode in MODES_WITH_SECOND and self._second is None:
             return "Select two structures in the Library (Ctrl+click) to interpolate."
         return None
 
@@ -200,8 +205,8 @@ class GeneratePanel(QWidget):
 
     def show_funnel(self, funnel: dict[str, int]) -> None:
         self.funnel.clear()
-        for key, label in FUNNEL_STAGES:
-            item = QTreeWidgetItem([label, f"{funnel.get(key, 0):,}"])
+        for stage in FUNNEL_STAGES:
+            item = QTreeWidgetItem([stage.label, f"{funnel.get(stage.key, 0):,}"])
             item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.funnel.addTopLevelItem(item)
 

@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMenu
 
+from app.engine.core.errors import CrystalDesignerError
 from app.settings import AppSettings, save_settings
 from app.ui import records as rec
 from app.ui.actions import build_actions
@@ -271,8 +272,12 @@ class MainWindow(QMainWindow):
             self.notifier.status(missing)
             return None
         panel = self.generate_panel
-        return _spawn(self.controller.generate(panel.options(), self.targets.generation_windows(),
-                                               self.targets.condition_decile(), panel.base, panel.second))
+        try:
+            settings = panel.generation_settings(self.targets.generation_windows(), **self.targets.condition())
+        except CrystalDesignerError as error:
+            self.controller.report("Cannot generate", str(error))
+            return None
+        return _spawn(self.controller.generate(settings, panel.base, panel.second))
 
     def open_files_dialog(self) -> None:
         from app.engine.io.crystal_io import SUPPORTED_SUFFIXES

@@ -13,23 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.engine.core.property_table import PROPERTY_KEYS
+from app.engine.generation.settings import FUNNEL_STAGES, failed_stages
 
 logger = logging.getLogger(__name__)
 
 LIBRARY, GENERATED = "library", "generated"
 #: Library status values.
 READING, PREDICTING, READY, FAILED = "reading", "predicting", "ready", "failed"
-
-#: Funnel flags in the order the generator applies them, with the words shown when one fails.
-FLAG_LABELS = (
-    ("decoded", "not decoded"),
-    ("distance_ok", "atoms too close"),
-    ("charge_balanced", "not charge balanced"),
-    ("same_formula", "other formula"),
-    ("novel", "in training set"),
-    ("in_windows", "outside property windows"),
-    ("unique", "duplicate"),
-)
 
 _uids = itertools.count(1)
 
@@ -109,7 +99,7 @@ class CrystalRecord:
             return None
         if self.error:
             return self.error
-        failed = [label for key, label in FLAG_LABELS if self.flags.get(key) is False]
+        failed = [stage.rejection for stage in failed_stages(self.flags)]
         return ", ".join(failed) if failed else "filtered"
 
 
@@ -210,5 +200,5 @@ def export_row(record: CrystalRecord) -> dict | None:
     row.update({key: record.property(key) for key in PROPERTY_KEYS})
     if record.is_candidate:
         row.update({"base": record.base_name, "latent_distance": record.latent_distance, "kept": record.kept})
-        row.update({f"flag_{key}": record.flags.get(key) for key, _ in FLAG_LABELS})
+        row.update({f"flag_{stage.key}": record.flags.get(stage.key) for stage in FUNNEL_STAGES[1:]})
     return row

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSortFilterProxyModel
 
+from app.engine.generation.settings import Windows, in_windows
 from app.ui.records import GENERATED, CrystalRecord
 from app.ui.results_model import SORT_ROLE
-
-Windows = dict[str, tuple[float | None, float | None]]
-
-
-def in_windows(record: CrystalRecord, windows: Windows) -> bool:
-    """True if every windowed property is known and inside its [min, max] (bounds inclusive)."""
-    for key, (low, high) in windows.items():
-        value = record.property(key)
-        if value is None or (low is not None and value < low) or (high is not None and value > high):
-            return False
-    return True
 
 
 class ResultsFilter(QSortFilterProxyModel):
@@ -72,7 +62,8 @@ class ResultsFilter(QSortFilterProxyModel):
             return False
         if self._text and self._text not in record.name.lower() and self._text not in (record.formula or "").lower():
             return False
-        return in_windows(record, self._windows)
+        # The generator's funnel uses the same test (bounds inclusive, unknown values fail).
+        return in_windows(record.properties, self._windows)
 
     def filterAcceptsRow(self, source_row, source_parent) -> bool:  # noqa: N802
         return self.accepts(self.sourceModel().record_at(source_row))

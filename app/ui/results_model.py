@@ -14,6 +14,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor
 
 from app.engine.core.property_table import PROPERTIES
+from app.engine.generation.settings import FUNNEL_STAGES, failed_stages
 from app.ui.records import FAILED, GENERATED, PREDICTING, READING, CrystalRecord
 
 #: Role returning a value that sorts naturally (numbers as numbers, missing values last).
@@ -51,15 +52,16 @@ def _status(record: CrystalRecord) -> str:
 def _validity(record: CrystalRecord) -> str:
     if not record.is_candidate:
         return ""
-    checks = (("decoded", "not decoded"), ("distance_ok", "too close"), ("charge_balanced", "unbalanced"))
-    failed = [label for key, label in checks if record.flags.get(key) is False]
+    failed = [stage.rejection for stage in failed_stages(record.flags, validity_only=True)]
     return "✗ " + ", ".join(failed) if failed else "✓"
 
 
 def _novelty(record: CrystalRecord) -> str:
-    if not record.is_candidate or "novel" not in record.flags:
+    # "novel" is the formula/space-group flag of sessions saved before the structural test.
+    flag = next((key for key in ("structurally_novel", "novel") if key in record.flags), None)
+    if not record.is_candidate or flag is None:
         return ""
-    return "novel" if record.flags["novel"] else "known"
+    return "novel" if record.flags[flag] else "known"
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("space_group", "Space group", lambda r: r.space_group or "", lambda r: r.space_group),
     Column("sites", "Sites", lambda r: "" if r.n_sites is None else str(r.n_sites), lambda r: r.n_sites),
     Column("status", "Status", _status, _status, "Reading/prediction state, or why a candidate was rejected"),
-    Column("valid", "Valid", _validity, _validity, "Decoded, all distances above the minimum, charge balanced"),
-    Column("novel", "Novelty", _novelty, _novelty, "Not in the training set (formula and space group)"),
+    Column("valid", "Valid", _validity, _validity, ", ".join(s.label for s in FUNNEL_STAGES if s.validity)),
+    Column("novel", "Novelty", _novelty, _novelty, "Neither the base nor a training crystal (structure match)"),
     Column("distance", "Distance\nto base", lambda r: _number(r.latent_distance, 2), lambda r: r.latent_distance,
            "Distance of the candidate's latent vector from the base's (latent units)"),
     *(_property_column(spec) for spec in PROPERTIES),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import math
 
 from PySide6.QtCore import QLocale, Signal
@@ -11,16 +10,10 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QDoubleSpinBox, QGridLay
                                QRadioButton, QSpinBox, QVBoxLayout, QWidget)
 
 from app.engine.core.property_table import PROPERTIES
-
-Windows = dict[str, tuple[float | None, float | None]]
+from app.engine.generation.settings import FORMATION_ENERGY_RANGE, N_DECILES, Windows, decile_of
 
 BASE_DECILE, DECILE_BY_ENERGY, DECILE_DIRECT = "base", "energy", "direct"
 INVALID_STYLE = "border: 1px solid #c81e1e;"
-
-
-def decile_for_energy(energy: float, edges: list[float]) -> int:
-    """Decile 0–9 of a formation energy (eV/atom) given the 9 decile edges (same as the engine)."""
-    return bisect.bisect_left(edges, energy)
 
 
 class TargetsPanel(QWidget):
@@ -51,14 +44,14 @@ class TargetsPanel(QWidget):
             self.condition_mode.addButton(button)
         self.use_base.setChecked(True)
         self.energy = QDoubleSpinBox()
-        self.energy.setRange(-10.0, 5.0)
+        self.energy.setRange(*FORMATION_ENERGY_RANGE)
         self.energy.setDecimals(3)
         self.energy.setSingleStep(0.1)
         self.energy.setSuffix(" eV/atom")
         self.energy.setValue(-1.5)
         self.energy_decile = QLabel("")
         self.decile = QSpinBox()
-        self.decile.setRange(0, 9)
+        self.decile.setRange(0, N_DECILES - 1)
         self.decile.setToolTip("0: lowest (most stable) formation energies … 9: highest")
         grid = QGridLayout(condition)
         grid.addWidget(self.use_base, 0, 0, 1, 3)
@@ -113,14 +106,12 @@ class TargetsPanel(QWidget):
             self.decile.setToolTip("Decile edges (eV/atom): " + ", ".join(f"{e:.2f}" for e in self._edges))
         self._update_energy_decile()
 
-    def condition_decile(self) -> int | None:
-        """Decile to condition on, or None for the base's own (engine default)."""
+    def condition(self) -> dict:
+        """The condition as ``GenerationSettings`` fields: ``decile`` or ``target_formation_energy``
+        (eV/atom; the engine finds its decile), both None for the base's own decile."""
         mode = self.condition_mode.checkedButton().property("mode")
-        if mode == DECILE_DIRECT:
-            return self.decile.value()
-        if mode == DECILE_BY_ENERGY and self._edges:
-            return decile_for_energy(self.energy.value(), self._edges)
-        return None
+        return {"decile": self.decile.value() if mode == DECILE_DIRECT else None,
+                "target_formation_energy": self.energy.value() if mode == DECILE_BY_ENERGY else None}
 
     def _update_condition_enabled(self) -> None:
         mode = self.condition_mode.checkedButton().property("mode")
@@ -129,7 +120,7 @@ class TargetsPanel(QWidget):
 
     def _update_energy_decile(self) -> None:
         if self._edges:
-            self.energy_decile.setText(f"→ decile {decile_for_energy(self.energy.value(), self._edges)}")
+            self.energy_decile.setText(f"→ decile {decile_of(self.energy.value(), self._edges)}")
         else:
             self.energy_decile.setText("(needs the generator)")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from app.engine.core.errors import CancelledError
+from app.engine.generation.settings import GenerationSettings
 from app.worker import jobs, protocol
 from app.worker.errors import WorkerCrashedError, WorkerStoppedError, describe_exit, rebuild_error
 from app.worker.process import worker_main
@@ -273,9 +274,9 @@ class WorkerClient:
         """Read files/folders without predicting."""
         return await self.submit(jobs.read_files, on_items=on_items, paths=[str(p) for p in paths])
 
-    def generate(self, settings: dict, base=None, second=None, progress: ProgressHandler | None = None,
+    def generate(self, settings: GenerationSettings, base=None, second=None, progress: ProgressHandler | None = None,
                  on_items: ItemsHandler | None = None) -> Job:
-        """Start a generation; candidates stream to ``on_items`` batch by batch."""
+        """Start a generation with a ``GenerationSettings``; candidates stream to ``on_items`` batch by batch."""
         return self.submit(jobs.generate, progress=progress, on_items=on_items, settings=settings, base=base,
                            second=second)
 

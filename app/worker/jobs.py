@@ -112,13 +112,13 @@ def _candidate_payload(candidate) -> dict:
     return payload
 
 
-def generate(context, settings: dict, base=None, second=None) -> dict:
+def generate(context, settings, base=None, second=None) -> dict:
     """Generate candidates, streaming them in batches as items.
 
     Parameters
     ----------
-    settings : dict
-        Keyword arguments of :class:`~app.engine.generation.generator.GenerationSettings`.
+    settings : GenerationSettings
+        As the app built it (pickled whole; see :mod:`app.engine.generation.settings`).
     base, second : pymatgen.core.Structure, optional
 
     Returns
@@ -126,8 +126,6 @@ def generate(context, settings: dict, base=None, second=None) -> dict:
     dict
         ``{"funnel": {stage key: count}}``.
     """
-    from app.engine.generation.generator import GenerationSettings
-
     generator = context.models.generator
     pending: list[dict] = []
 
@@ -141,7 +139,7 @@ def generate(context, settings: dict, base=None, second=None) -> dict:
         context.progress(done, total, message)
         context.run_waiting_interactive_jobs()
 
-    result = generator.generate(GenerationSettings(**settings), base=base, second=second, progress=progress,
+    result = generator.generate(settings, base=base, second=second, progress=progress,
                                 cancel=context.cancel, on_candidate=on_candidate)
     context.emit(pending)
     return {"funnel": dict(result.funnel)}
