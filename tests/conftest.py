@@ -52,8 +52,24 @@ def write_tiny_models(folder: Path, seed: int = 0) -> Path:
                                    "architecture": architecture, "created": "test"}, folder)
     with gzip.open(folder / "training_index.json.gz", "wt") as handle:
         json.dump({"formulas": {"NaCl": {"225": ["mp-22862"]}}}, handle)
+    write_tiny_structure_index(folder)
     shutil.copy(REPO / "models" / "element_references.json", folder / "element_references.json")
     return folder
+
+
+def write_tiny_structure_index(folder: Path) -> None:
+    """A structure index of rock-salt NaCl (mp-22862) with its manifest entry."""
+    import numpy as np
+    from pymatgen.core import Lattice, Structure
+
+    from app.engine.core.registry import save_manifest_entry, sha256_of
+    from app.engine.generation.novelty import STRUCTURE_INDEX_FILE, STRUCTURE_INDEX_NAME, index_arrays
+
+    rock_salt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    path = folder / STRUCTURE_INDEX_FILE
+    np.savez_compressed(path, **index_arrays([("mp-22862", rock_salt)]))
+    save_manifest_entry(STRUCTURE_INDEX_NAME, {"file": path.name, "sha256": sha256_of(path),
+                                               "kind": STRUCTURE_INDEX_NAME, "created": "test"}, folder)
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def test_generate_writes_kept_candidates_and_funnel(tiny_models, example, tmp_pa
     assert status == 0, err
     payload = json.loads(stdout)
     stages = [s["stage"] for s in payload["funnel"]]
-    assert stages[0] == "generated" and stages[-1] == "unique"
+    assert stages[0] == "generated" and stages[-1] == "structurally_novel"
     counts = [s["count"] for s in payload["funnel"]]
     assert counts[0] == 6 and counts == sorted(counts, reverse=True)
     assert len(payload["candidates"]) == counts[-1]

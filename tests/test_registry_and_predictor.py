@@ -92,5 +92,6 @@ def test_progress_and_cancel(tiny_models):
 
 def test_manifest_entry_round_trip(tiny_models):
     entries = load_manifest(tiny_models)
-    assert set(entries) == {"formation_energy", "band_gap", "elastic", "optical", "density_vae", "segmentation_unet"}
+    assert set(entries) == {"formation_energy", "band_gap", "elastic", "optical", "density_vae", "segmentation_unet",
+                            "structure_index"}
     assert all(len(e["sha256"]) == 64 for e in entries.values())
