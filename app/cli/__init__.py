@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from app.cli.logfile import add_log_file
+
+    add_log_file()  # tracebacks of unexpected failures go there (and to the terminal with -v only)
     try:
         if args.self_test:
             from app.selftest import run_self_test

@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import QItemSelectionModel, QSortFilterProxyModel, Qt, Signal
-from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QTreeView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QPushButton, QTreeView,
+                               QVBoxLayout, QWidget)
 
-from app.ui.records import LIBRARY, CrystalRecord
+from app.ui.records import LIBRARY, CrystalRecord, choose_ordering
 from app.ui.results_model import COLUMN_INDEX, RECORD_ROLE, SORT_ROLE, ResultsModel
 
 #: Columns of the shared model shown in the library.
@@ -85,7 +86,47 @@ class LibraryPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.details)
+        layout.addLayout(self._ordering_row())
         model.dataChanged.connect(lambda *_: self._show_details())
+
+    def _ordering_row(self) -> QHBoxLayout:
+        """Picker of the ordered approximant of a disordered entry (hidden for ordered ones)."""
+        self.ordering_label = QLabel("Ordering:")
+        self.ordering_box = QComboBox()
+        self.ordering_box.setToolTip("Ordered approximants of this disordered structure, lowest predicted "
+                                     "formation energy first; the one chosen is shown and predicted.")
+        self.ordering_box.activated.connect(self._on_ordering_chosen)
+        row = QHBoxLayout()
+        row.addWidget(self.ordering_label)
+        row.addWidget(self.ordering_box, 1)
+        self.ordering_label.hide()
+        self.ordering_box.hide()
+        return row
+
+    def _show_ordering(self, record: CrystalRecord | None) -> None:
+        ordering = record.ordering if record is not None else None
+        choices = (ordering or {}).get("choices") or []
+        visible = len(choices) > 1
+        self.ordering_label.setVisible(visible)
+        self.ordering_box.setVisible(visible)
+        if not visible:
+            return
+        self.ordering_box.blockSignals(True)
+        self.ordering_box.clear()
+        for number, choice in enumerate(choices, start=1):
+            energy = choice["properties"].get("formation_energy_per_atom")
+            lowest = " (lowest)" if number == 1 else ""
+            self.ordering_box.addItem(f"{number}: {choice['n_sites']} sites, ΔHf {energy:.3f} eV/atom{lowest}")
+        self.ordering_box.setCurrentIndex(ordering["chosen"])
+        self.ordering_box.blockSignals(False)
+
+    def _on_ordering_chosen(self, index: int) -> None:
+        records = self.selected_records()
+        if len(records) != 1 or not records[0].ordering or index == records[0].ordering["chosen"]:
+            return
+        choose_ordering(records[0], index)
+        self._model.refresh(records)
+        self.selection_changed.emit(records)  # the viewer shows the newly chosen ordering
 
     def selected_records(self) -> list[CrystalRecord]:
         rows = self.view.selectionModel().selectedRows()
@@ -118,11 +159,16 @@ class LibraryPanel(QWidget):
 
     def _show_details(self) -> None:
         records = self.selected_records()
+        self._show_ordering(records[0] if len(records) == 1 else None)
         if len(records) != 1:
             self.details.setText(f"{len(records)} entries selected." if records else "")
             return
         record = records[0]
         parts = [f"<b>{html.escape(record.name)}</b>"]
+        if record.ordering:
+            chosen = record.ordering["chosen"] + 1
+            parts.append(f"<span style='color:#a06e00'>⚠ {html.escape(record.ordering['note'])} Showing ordering "
+                         f"{chosen} of {len(record.ordering.get('choices') or [])}.</span>")
         if record.error:
             parts.append(f"<span style='color:#c81e1e'>{html.escape(record.error)}</span>")
         if record.prediction_error:

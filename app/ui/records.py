@@ -67,6 +67,9 @@ class CrystalRecord:
     base_name: str | None = None
     index: int | None = None
     density: np.ndarray | None = None
+    #: Disordered library entries: how they were predicted (``properties.disorder``): ``method``,
+    #: ``note``, ``chosen`` and ``choices`` (each ``structure``, ``properties``, ``n_sites``).
+    ordering: dict | None = None
     uid: int = field(default_factory=lambda: next(_uids))
 
     @property
@@ -122,6 +125,19 @@ def apply_prediction(record: CrystalRecord, prediction: dict) -> None:
     record.properties = dict(prediction.get("properties") or {})
     record.prediction_error = prediction.get("error")
     record.status = READY
+    record.ordering = prediction.get("ordering")
+    if record.ordering and record.ordering.get("choices"):
+        choose_ordering(record, record.ordering["chosen"])
+
+
+def choose_ordering(record: CrystalRecord, index: int) -> None:
+    """Show and report ordering ``index`` of a disordered entry (its structure and properties)."""
+    choice = record.ordering["choices"][index]
+    record.ordering["chosen"] = index
+    record.structure = choice["structure"]  # the viewer and export use the ordered approximant
+    record.properties = dict(choice["properties"])
+
+
 
 
 def candidate_name(base_name: str | None, index: int, formula: str | None) -> str:

@@ -84,11 +84,28 @@ def read_and_predict(context, paths: list[str]) -> list[dict]:
     outcomes = predictor.predict([e["structure"] for e in entries], progress=context.progress, cancel=context.cancel)
     results = []
     for entry, outcome in zip(entries, outcomes):
-        if isinstance(outcome, Exception):
+        if not entry["structure"].is_ordered:
+            results.append(_disordered_result(predictor, entry))
+        elif isinstance(outcome, Exception):
             results.append({"source": entry["source"], "properties": None, "error": str(outcome)})
         else:
             results.append({"source": entry["source"], "properties": dict(outcome.values), "error": None})
     return results
+
+
+def _disordered_result(predictor, entry: dict) -> dict:
+    """Prediction of a disordered entry through its approximant, with every ordering tried."""
+    from app.engine.core.errors import CrystalDesignerError
+    from app.engine.properties.disorder import predict_disordered
+
+    try:
+        result = predict_disordered(predictor, entry["structure"])
+    except CrystalDesignerError as error:
+        return {"source": entry["source"], "properties": None, "error": str(error)}
+    choices = [{"structure": o.structure, "properties": dict(o.values), "n_sites": len(o.structure)}
+               for o in result.orderings]
+    ordering = {"method": result.method, "note": result.note, "chosen": result.chosen, "choices": choices}
+    return {"source": entry["source"], "properties": dict(result.values), "error": None, "ordering": ordering}
 
 
 def _candidate_payload(candidate) -> dict:

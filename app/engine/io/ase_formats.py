@@ -66,6 +66,8 @@ def read_with_ase(text: str, fmt: str) -> list:
 
     label = FORMAT_LABELS.get(fmt, f"an ASE '{fmt}' file")
     if fmt == "espresso-in":
+        if not re.search(r"^\s*ATOMIC_POSITIONS", text, re.M | re.I):
+            raise StructureReadError("the Quantum ESPRESSO input has no ATOMIC_POSITIONS card.")
         text = _espresso_with_explicit_cell(text)
     try:
         frames = _ase_frames(ase.io, text, fmt)
@@ -74,6 +76,8 @@ def read_with_ase(text: str, fmt: str) -> list:
     except (IndexError, StopIteration, EOFError):
         raise StructureReadError(f"could not be read as {label}: the file looks truncated or incomplete.") from None
     except Exception as exc:
+        if "StopIteration" in str(exc):  # a generator ran out of lines
+            raise StructureReadError(f"could not be read as {label}: the file looks truncated or incomplete.") from None
         raise StructureReadError(f"could not be read as {label} ({_first_line(exc)}).") from None
     if not frames:
         raise StructureReadError(f"{label} with no structure in it.")

@@ -53,6 +53,7 @@ _FORMATS = {".vasp": "poscar", ".poscar": "poscar", ".xsf": "xsf", ".json": "jso
 _FORMAT_LABELS = {"poscar": "a VASP POSCAR file", "xsf": "an XCrySDen XSF file", "json": "pymatgen JSON",
                   "cssr": "a CSSR file", "res": "a SHELX/AIRSS RES file"}
 _MIN_DISTANCE = 0.5  # Å; closer atoms are almost always duplicated sites
+_DUPLICATE_DISTANCE = 0.15  # Å; identical atoms this close are one atom written twice, and are merged
 _CIF_BLOCK_RE = re.compile(r"^[ \t]*data_(\S*)", re.MULTILINE)  # case-sensitive, as pymatgen splits blocks
 _CIF_STRUCTURE_RE = re.compile(r"^[ \t]*_(cell_length|atom_site_fract|atom_site_cartn)", re.MULTILINE | re.I)
 # Type symbols pymatgen maps on purpose (water oxygens/hydrogens), not unknown elements.
@@ -204,7 +205,8 @@ def _read_file(path: Path, limits: ReadLimits) -> list[LoadedCrystal]:
         base = strip_compression_suffix(path.name)
         if _is_cif(base, text):
             return _read_cif(path, text, warns, limits)
-        if Path(base).suffix.lower() in _SHELX_SUFFIXES and looks_like_shelx(text):
+        suffix = Path(base).suffix.lower()
+        if suffix == ".ins" or suffix in _SHELX_SUFFIXES and looks_like_shelx(text):  # .res may be AIRSS
             return _read_cif(path, shelx_to_cif(text), warns, limits)
         structures = _read_other(path, base, text, warns, limits)
         if len(structures) == 1:
@@ -419,6 +421,9 @@ def _parse_cif_block(block: str, warns: list[str], limits: ReadLimits) -> Struct
         # occupancy_tolerance > 1: refined occupancies often sum to 1.01 by rounding; pymatgen rescales them.
         return _parse_normalised_block(block, warns, limits, occupancy_tolerance=1.05)
     except _OccupancyExceeded as exc:
+        if exc.total < 1.95 or abs(exc.total - round(exc.total)) > 0.05:
+            del warns[first_try:]
+            raise StructureReadError(f"site occupancies sum to {exc.total:g} on one site, more than 1.") from None
         # Sites listed twice (a special position written once per equivalent image, or an atom
         # repeated by hand) sum to 2 or more; scaling every site to a total of 1 undoes that.
         del warns[first_try:]
@@ -542,15 +547,15 @@ def _check_structure(struct: Structure, limits: ReadLimits, warns: list[str]) ->
     disordered = sum(not site.is_ordered for site in struct)
     if disordered:
         warns.append(f"Partially occupied sites (disordered structure): {disordered} of {n} sites.")
-    centres, others, _, dists = struct.get_neighbor_list(r=_MIN_DISTANCE)
+    centres, others, _, dists = struct.get_neighbor_list(r=_DUPLICATE_DISTANCE)
     if len(dists) and all(struct[int(a)].species == struct[int(b)].species for a, b in zip(centres, others)):
         # Only identical atoms overlap: the same atom written twice (e.g. on a special position
         # a hair off its exact coordinates). Keep one of each cluster.
         before = len(struct)
-        struct.merge_sites(tol=_MIN_DISTANCE, mode="delete")
-        warns.append(f"{before - len(struct)} duplicated atom(s) within {_MIN_DISTANCE} Å of an identical atom "
-                     "were merged.")
-        centres, others, _, dists = struct.get_neighbor_list(r=_MIN_DISTANCE)
+        struct.merge_sites(tol=_DUPLICATE_DISTANCE, mode="delete")
+        warns.append(f"{before - len(struct)} duplicated atom(s) within {_DUPLICATE_DISTANCE} Å of an identical "
+                     "atom were merged.")
+    centres, others, _, dists = struct.get_neighbor_list(r=_MIN_DISTANCE)
     if len(dists):
         i = int(np.argmin(dists))
         a, b = int(centres[i]), int(others[i])

@@ -25,8 +25,12 @@ def _counts_line(lines: list[str]) -> list[int] | None:
 
 def _elements_from_comment(comment: str, n_species: int) -> list[str] | None:
     """``"Fe2 O3 hematite"`` or ``"Fe O"`` -> ``["Fe", "O"]`` when exactly ``n_species`` symbols lead the line."""
-    symbols = re.findall(r"([A-Z][a-z]?)\d*(?:\.\d+)?", comment.split("#")[0])
-    symbols = [s for s in symbols if Element.is_valid_symbol(s)]
+    symbols: list[str] = []
+    for token in comment.split("#")[0].split():  # leading symbols or formulas: "Fe O", "Fe2 O3", "Fe2O3"
+        parts = re.findall(r"([A-Z][a-z]?)(\d*\.?\d*)", token)
+        if not parts or "".join(a + b for a, b in parts) != token or not all(Element.is_valid_symbol(a) for a, _ in parts):
+            break
+        symbols += [a for a, _ in parts]
     distinct = list(dict.fromkeys(symbols))
     return distinct if len(distinct) == n_species else None
 

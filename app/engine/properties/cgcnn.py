@@ -113,7 +113,10 @@ class CGCNN(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Standardised predictions, shape ``(n_crystals, n_targets)``."""
-        atoms = self.embedding(self.element_table[batch["atomic_numbers"]])
+        # "atom_features" (n_atoms, FEATURE_LENGTH), when given, replaces the element lookup:
+        # occupancy-weighted features of disordered sites (virtual crystal, see properties.disorder).
+        features = batch.get("atom_features")
+        atoms = self.embedding(self.element_table[batch["atomic_numbers"]] if features is None else features)
         edges = self.expand_distances(batch["neighbor_distance"])
         mask = batch["neighbor_mask"].to(atoms.dtype)
         for convolution in self.convolutions:

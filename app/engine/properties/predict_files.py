@@ -31,7 +31,7 @@ def _read_with_graphs(path: Path, limits: ReadLimits) -> list[tuple[LoadedCrysta
     out = []
     for crystal in read_crystal_file(path, limits):
         graph: object = None
-        if crystal.ok:
+        if crystal.ok and crystal.structure.is_ordered:  # disordered ones are ordered with the models later
             try:
                 graph = graph_for_prediction(crystal.structure)
             except StructureReadError as error:
@@ -96,6 +96,23 @@ def prediction_record(crystal: LoadedCrystal, values: dict | None, error: str | 
     return record
 
 
+def _is_disordered(crystal: LoadedCrystal) -> bool:
+    return crystal.ok and not crystal.structure.is_ordered
+
+
+def _disordered_record(predictor: PropertyPredictor, crystal: LoadedCrystal) -> dict:
+    """Record of a disordered structure, predicted through an approximation that its warnings name."""
+    from app.engine.properties.disorder import predict_disordered
+
+    try:
+        result = predict_disordered(predictor, crystal.structure)
+    except CrystalDesignerError as error:
+        return prediction_record(crystal, None, str(error))
+    record = prediction_record(crystal, result.values, None)
+    record["warnings"].append(result.note)
+    return record
+
+
 def predict_files(
     paths: Sequence[str | Path],
     predictor: PropertyPredictor,
@@ -113,6 +130,8 @@ def predict_files(
     for i, (crystal, graph) in enumerate(entries):
         if not crystal.ok:
             records[i] = prediction_record(crystal, None, crystal.error or "The file could not be read.")
+        elif _is_disordered(crystal):
+            records[i] = _disordered_record(predictor, crystal)
         elif isinstance(graph, CrystalDesignerError):
             records[i] = prediction_record(crystal, None, str(graph))
     for start in range(0, len(predictable), batch_size):
