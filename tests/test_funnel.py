@@ -186,3 +186,18 @@ def test_generation_runs_every_stage_in_order(generator):
     assert result.sun == 0  # the fake hull knows no formula: nothing is near it
     for kept in result.kept:
         assert kept.relaxed_structure is not None and kept.hull_error == "no reference"
+
+
+def test_ion_substitution_baseline_is_judged_like_the_generator(generator):
+    from app.engine.training.evaluate_generator import evaluate_baseline, substitution_baseline
+
+    base = Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    substituted = substitution_baseline(base, 6)
+    formulas = [s.composition.reduced_formula for s in substituted]
+    assert len(formulas) == 6 == len(set(formulas)) and "SrTiO3" not in formulas
+    assert all(len(s) == 5 and s.lattice.abc == base.lattice.abc for s in substituted)
+    generator._hull = FakeHull({formulas[0]: 0.0, formulas[1]: 0.5})
+    summary = evaluate_baseline(generator, base, 6, GenerationSettings())
+    assert summary["count"] == 6 and summary["relaxed_with_e_hull"] == 2
+    assert summary["within_threshold"] == 0.5 and summary["novel"] == 6 and summary["sun"] == 1

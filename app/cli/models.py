@@ -32,6 +32,12 @@ def add_parser(commands, device_choices) -> None:
     evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", POINTNET_MODEL))
     evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
     evaluate.add_argument("--n-samples", type=int, default=1000, help="generator: random samples")
+    evaluate.add_argument("--stability", action="store_true",
+                          help="generator: relax the kept candidates around held-out perovskites, compare their "
+                               "E_hull with an ion-substitution baseline, report S.U.N. per base")
+    evaluate.add_argument("--n-bases", type=int, default=3, help="generator --stability: held-out bases")
+    evaluate.add_argument("--n-around", type=int, default=200, help="generator --stability: samples per base")
+    evaluate.add_argument("--sigma", type=float, default=None, help="generator --stability: latent spread")
     evaluate.add_argument("--record", action="store_true",
                           help="generator: store the report in the VAE's manifest entry and model card")
     evaluate.set_defaults(handler=run_evaluate)
@@ -66,6 +72,13 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
+    if args.name == "generator" and args.stability:
+        from app.engine.training.evaluate_generator import evaluate_stability, held_out_perovskite_bases
+
+        options = {"sigma": args.sigma} if args.sigma is not None else {}
+        write_json(evaluate_stability(held_out_perovskite_bases(args.n_bases), n_around=args.n_around,
+                                      settings_options=options))
+        return 0
     if args.name == "generator":
         from app.engine.training.evaluate_generator import evaluate_generator, record_generator_metrics
 

@@ -145,3 +145,155 @@ def record_generator_metrics(report: dict, command: str, folder=None) -> None:
     entry["generator_metrics"] = {"command": command, "date": time.strftime("%Y-%m-%d"), "report": report}
     save_manifest_entry(VAE_NAME, entry, folder)
     write_card(VAE_NAME, entry, folder)
+
+
+# -- stability of kept candidates vs a data-mined ion-substitution baseline ------------------------
+
+#: Substitutions less likely than this (pymatgen's data-mined substitution probability) are not tried.
+SUBSTITUTION_THRESHOLD = 1e-3
+
+
+def substitution_baseline(base, count: int) -> list:
+    """The ``count`` most probable charge-neutral ion substitutions of ``base`` (new crystals).
+
+    pymatgen's :class:`SubstitutionPredictor` (Hautier et al. 2011, data-mined from the ICSD)
+    proposes species replacements for the base's oxidation-state-decorated species; each is applied
+    to the base's own cell, and the identity and non-neutral ones are skipped.
+    """
+    from pymatgen.analysis.structure_prediction.substitution_probability import SubstitutionPredictor
+
+    decorated = base.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        decorated.add_oxidation_state_by_guess()
+        species = sorted({site.specie for site in decorated}, key=str)
+        predictions = SubstitutionPredictor(threshold=SUBSTITUTION_THRESHOLD).list_prediction(
+            species, to_this_composition=False)
+    amounts = decorated.composition
+    out, seen = [], set()
+    for prediction in sorted(predictions, key=lambda p: -p["probability"]):
+        mapping = prediction["substitutions"]
+        if all(old == new for old, new in mapping.items()):
+            continue
+        charge = sum(amounts[old] * getattr(new, "oxi_state", 0) for old, new in mapping.items())
+        new_elements = [new.symbol for new in mapping.values()]
+        if abs(charge) > 1e-6 or len(set(new_elements)) < len(new_elements):
+            continue
+        substituted = base.copy()
+        substituted.replace_species({old.symbol: new.symbol for old, new in mapping.items() if old.symbol != new.symbol})
+        formula = substituted.composition.reduced_formula
+        if formula in seen:
+            continue
+        seen.add(formula)
+        out.append(substituted)
+        if len(out) == count:
+            break
+    return out
+
+
+def _stability_summary(candidates, threshold: float) -> dict:
+    """Share of relaxed candidates within ``threshold`` eV/atom of the hull, and the E_hull spread."""
+    values = [c.e_above_hull for c in candidates if c.e_above_hull is not None and c.relaxed_structure is not None]
+    return {
+        "count": len(candidates),
+        "relaxed_with_e_hull": len(values),
+        "within_threshold": float(np.mean([v <= threshold for v in values])) if values else None,
+        "median_e_above_hull": float(np.median(values)) if values else None,
+        "novel": sum(bool(c.novelty is not None and c.novelty.is_novel) for c in candidates),
+        "sun": sum(bool(c.relaxed_structure is not None and c.e_above_hull is not None
+                        and c.e_above_hull <= threshold and c.flags.get("structurally_novel")) for c in candidates),
+    }
+
+
+def evaluate_baseline(generator: CrystalGenerator, base, count: int, settings: GenerationSettings) -> dict:
+    """Relax, place on the hull and test the novelty of ``count`` ion substitutions of ``base``,
+    exactly as the generator's last stages treat its kept candidates."""
+    from app.engine.generation.assessment import assess
+    from app.engine.generation.generator import Candidate
+    from app.engine.generation.settings import FUNNEL_STAGE_KEYS
+
+    structures = substitution_baseline(base, count)
+    predictions = generator.predictor.predict(structures) if structures else []
+    candidates = [Candidate(n, s, s.composition.reduced_formula,
+                            dict(p.values) if not isinstance(p, Exception) else {},
+                            {"decoded": True, "bonds_ok": True, "unique": True}, 0.0, kept=True)
+                  for n, (s, p) in enumerate(zip(structures, predictions))]
+    funnel = {key: 0 for key in FUNNEL_STAGE_KEYS}
+    assess(candidates, funnel, settings, base=base, predictor=generator.predictor,
+           structure_index=generator.structure_index, hull=generator.hull, relax=generator.relax,
+           device=str(generator.device))
+    return _stability_summary(candidates, settings.max_e_above_hull)
+
+
+def evaluate_stability(bases, n_around: int = 200, seed: int = 1, settings_options: dict | None = None,
+                       generator: CrystalGenerator | None = None) -> dict:
+    """Stability and S.U.N. of the generator's kept candidates around each base, next to the
+    ion-substitution baseline with as many candidates (at least 10).
+
+    Parameters
+    ----------
+    bases : sequence of (label, Structure)
+    n_around : int
+        Latent samples per base.
+    settings_options : dict, optional
+        Extra :class:`GenerationSettings` fields (e.g. ``sigma``, ``decile``).
+
+    Returns
+    -------
+    dict
+        ``per_base`` {label: {"generator": summary, "baseline": summary, "funnel": counts,
+        "sun_per_sample": rate}} and ``overall`` with the pooled shares.
+    """
+    own = generator is None
+    generator = generator or CrystalGenerator(device="auto")
+    began = time.perf_counter()
+    try:
+        report: dict = {"per_base": {}, "n_around": n_around, "seed": seed, "settings": settings_options or {}}
+        pooled = {"generator": [], "baseline": []}
+        for label, base in bases:
+            settings = GenerationSettings(mode="around", count=n_around, seed=seed, **(settings_options or {}))
+            result = generator.generate(settings, base=base)
+            # Kept before the near-hull and novelty filters: what the generator offers a designer.
+            offered = [c for c in result.candidates if c.relaxation is not None]
+            baseline_summary = evaluate_baseline(generator, base, max(len(offered), 10), settings)
+            entry = {"formula": base.composition.reduced_formula, "funnel": result.funnel, "sun": result.sun,
+                     "sun_per_sample": result.sun / n_around,
+                     "generator": _stability_summary(offered, settings.max_e_above_hull),
+                     "baseline": baseline_summary}
+            report["per_base"][label] = entry
+            pooled["generator"].append(entry["generator"])
+            pooled["baseline"].append(baseline_summary)
+            logger.info("%s: %s", label, entry)
+        report["overall"] = {name: _pool(summaries) for name, summaries in pooled.items()}
+        report["overall"]["sun_per_sample"] = (sum(e["sun"] for e in report["per_base"].values())
+                                               / max(n_around * len(report["per_base"]), 1))
+        report["seconds"] = time.perf_counter() - began
+        return report
+    finally:
+        if own:
+            generator.close()
+
+
+def _pool(summaries: list[dict]) -> dict:
+    relaxed = sum(s["relaxed_with_e_hull"] for s in summaries)
+    within = sum((s["within_threshold"] or 0) * s["relaxed_with_e_hull"] for s in summaries)
+    return {"count": sum(s["count"] for s in summaries), "relaxed_with_e_hull": relaxed,
+            "within_threshold": within / relaxed if relaxed else None,
+            "novel": sum(s["novel"] for s in summaries), "sun": sum(s["sun"] for s in summaries)}
+
+
+def held_out_perovskite_bases(count: int = 3, seed: int = 0) -> list:
+    """``count`` ABX3 perovskites of the generator's validation split, as (label, Structure)."""
+    from pymatgen.core import Structure
+
+    from app.engine.training.generator_data import load_voxel_dataset
+    from app.engine.training.train_generator import split
+
+    dataset = load_voxel_dataset()
+    _, val_rows = split(dataset)
+    rows = [r for r in np.random.default_rng(seed).permutation(val_rows) if dataset.sources[r] == "perov_5"]
+    out = []
+    for r in rows[:count]:
+        structure = Structure.from_dict(dataset.structures[r])
+        out.append((f"{structure.composition.reduced_formula} (validation row {int(r)})", structure))
+    return out
