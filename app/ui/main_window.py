@@ -280,9 +280,9 @@ class MainWindow(QMainWindow):
         return _spawn(self.controller.generate(settings, panel.base, panel.second))
 
     def open_files_dialog(self) -> None:
-        from app.engine.io.crystal_io import SUPPORTED_SUFFIXES
+        from app.engine.io.crystal_io import file_dialog_patterns
 
-        patterns = " ".join(f"*{s} *{s}.gz" for s in SUPPORTED_SUFFIXES) + " POSCAR* CONTCAR*"
+        patterns = file_dialog_patterns()
         paths, _ = QFileDialog.getOpenFileNames(self, "Open crystal files", self.settings.last_open_folder,
                                                 f"Crystal files ({patterns});;All files (*)")
         if paths:

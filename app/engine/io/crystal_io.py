@@ -132,6 +132,16 @@ def is_supported(path: str | Path) -> bool:
             or base.lower() in ASE_NAMES)
 
 
+def file_dialog_patterns() -> str:
+    """Glob patterns of every readable file, compressed ones included, for an Open dialog's filter."""
+    from app.engine.io.compression import COMPRESSION_SUFFIXES
+
+    endings = ("",) + COMPRESSION_SUFFIXES
+    names = [f"*{s}{c}" for s in SUPPORTED_SUFFIXES for c in endings]
+    names += [f"{p}*" for p in SUPPORTED_NAME_PREFIXES] + [f"{n}{c}" for n in ASE_NAMES for c in endings]
+    return " ".join(names)
+
+
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[LoadedCrystal]]:
     """Turn files and folders into a list of files to read.
 
