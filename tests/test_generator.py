@@ -7,10 +7,12 @@ from pymatgen.core import Lattice, Structure
 
 from app.engine.core.cancel import CancelToken
 from app.engine.core.errors import CancelledError, CrystalDesignerError
-from app.engine.generation.generator import (FUNNEL_STAGES, CrystalGenerator, GenerationSettings, charge_balanced,
+from app.engine.generation.generator import (FUNNEL_STAGE_KEYS, CrystalGenerator, GenerationSettings, charge_balanced,
                                   minimum_distance_ok)
 from app.engine.properties.predictor import PropertyPredictor
 from app.engine.generation.voxel_models import ConditionalVAE3D, VAEConfig
+from app.engine.generation.generator import MissingHull
+from app.engine.generation.novelty import StructureIndex
 
 
 class KnownPairs:
@@ -19,6 +21,12 @@ class KnownPairs:
 
     def known(self, formula, space_group):
         return (formula, space_group) in self.pairs
+
+
+def unchanged_relaxation(structures, **_options):
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(structure=s, error=None) for s in structures]
 
 
 def nacl(a=5.64):
@@ -31,7 +39,8 @@ def generator(tiny_models):
     vae = ConditionalVAE3D(VAEConfig(latent_dim=8, widths=[4, 4, 8, 8], species=[11, 17], species_head_width=4))
     return CrystalGenerator(device="cpu", vae=vae,
                             predictor=PropertyPredictor(device="cpu", folder=tiny_models),
-                            training_index=KnownPairs({("NaCl", 225)}),
+                            structure_index=StructureIndex.from_structures([("mp-22862", nacl())]),
+                            hull=MissingHull("no reference hull in these tests"), relax=unchanged_relaxation,
                             decile_edges=np.linspace(-3, 0, 9))
 
 
@@ -58,11 +67,11 @@ def test_filters_on_known_structures():
 
 def test_judge_counts_a_funnel_in_order(generator):
     settings = GenerationSettings(require_same_formula=True, property_windows={"bulk_modulus": (0, None)})
-    funnel = {key: 0 for key, _ in FUNNEL_STAGES}
+    funnel = {key: 0 for key in FUNNEL_STAGE_KEYS}
     kept = {}
     prediction = generator.predictor.predict([nacl()])[0]
     cases = [
-        (nacl(), "NaCl"),  # known structure: not novel
+        (nacl(), "NaCl"),  # known, but structural novelty is judged later (test_funnel.py)
         (Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.5), ["Na", "Cl"], [[0, 0, 0], [.5, .5, .5]]), "novel"),
         (Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.5), ["Na", "Cl"], [[0, 0, 0], [.5, .5, .5]]), "duplicate"),
         (Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]]), "too close"),
@@ -70,15 +79,14 @@ def test_judge_counts_a_funnel_in_order(generator):
     ]
     results = [generator._judge(i, s, np.zeros((32, 32, 32)), None, prediction, settings, "NaCl", 1.0, kept, funnel)
                for i, (s, _) in enumerate(cases)]
-    assert [r.kept for r in results] == [False, True, False, False, False]
-    assert results[0].flags["novel"] is False
+    assert [r.kept for r in results] == [True, True, False, False, False]
     assert results[2].flags["unique"] is False
     assert results[3].flags["distance_ok"] is False
     assert results[4].flags["same_formula"] is False
-    counts = [funnel[key] for key, _ in FUNNEL_STAGES]
+    counts = [funnel[key] for key in FUNNEL_STAGE_KEYS]
     assert counts == sorted(counts, reverse=True)
-    assert funnel["generated"] == 5 and funnel["unique"] == 1
-    assert results[1].density is not None and results[0].density is None
+    assert funnel["generated"] == 5 and funnel["unique"] == 2
+    assert results[1].density is not None and results[2].density is None
 
 
 def test_generation_is_seeded_and_reports_progress(generator):

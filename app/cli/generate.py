@@ -8,24 +8,44 @@ import sys
 from pathlib import Path
 
 from app.cli.output import report_error, write_json
+from app.engine.generation.settings import (FUNNEL_STAGES, MIN_DISTANCE_RANGE, MODES, MODES_WITH_BASE, N_DECILES,
+                                           SIGMA_RANGE, GenerationSettings)
+
+#: The engine's defaults (one source for the window and the command line).
+DEFAULTS = GenerationSettings()
 
 
 def add_parser(commands, device_choices) -> None:
     generate = commands.add_parser("generate", help="generate candidate crystals (ICSG3D) and filter them")
-    generate.add_argument("--base", help="base structure file (modes around, interpolate)")
+    generate.add_argument("--base", help=f"base structure file (modes {', '.join(MODES_WITH_BASE)})")
     generate.add_argument("--second", help="second structure (mode interpolate)")
-    generate.add_argument("--mode", choices=("around", "random", "interpolate"), default="around")
-    generate.add_argument("--n", type=int, default=100, help="number of latent samples")
-    generate.add_argument("--sigma", type=float, default=0.5, help="latent spread around the base")
-    generate.add_argument("--decile", type=int, default=None, help="formation-energy decile 0-9 (default: base's)")
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--min-distance", type=float, default=0.5, help="smallest allowed distance (Å)")
+    generate.add_argument("--mode", choices=MODES, default=DEFAULTS.mode)
+    generate.add_argument("--n", type=int, default=DEFAULTS.count, help="number of latent samples")
+    generate.add_argument("--sigma", type=float, default=DEFAULTS.sigma,
+                          help="latent spread around the base (%g-%g)" % SIGMA_RANGE)
+    condition = generate.add_mutually_exclusive_group()
+    condition.add_argument("--decile", type=int, default=DEFAULTS.decile,
+                           help=f"formation-energy decile 0-{N_DECILES - 1} to condition on (default: the base's)")
+    condition.add_argument("--target-formation-energy", type=float, default=DEFAULTS.target_formation_energy,
+                           metavar="EV_PER_ATOM", help="condition on the decile of this formation energy (eV/atom)")
+    generate.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    generate.add_argument("--min-distance", type=float, default=DEFAULTS.min_distance,
+                          help="smallest allowed distance (Å, %g-%g)" % MIN_DISTANCE_RANGE)
     generate.add_argument("--same-formula", action="store_true", help="keep only the base's formula")
-    generate.add_argument("--allow-known", action="store_true", help="keep structures of the training set")
+    generate.add_argument("--allow-known", action="store_true", help="keep the base and known crystals (structural novelty off)")
     generate.add_argument("--allow-unbalanced", action="store_true", help="keep non-charge-balanced ones")
     generate.add_argument("--window", action="append", type=parse_window, metavar="KEY=MIN:MAX",
                           help="keep predictions inside this window, e.g. band_gap=1:3 (repeatable)")
+    generate.add_argument("--relax", action=argparse.BooleanOptionalAction, default=DEFAULTS.relax,
+                          help="relax the kept candidates with CHGNet before the hull and novelty stages")
+    generate.add_argument("--relax-all", action="store_true",
+                          help="relax every decoded candidate, not only the kept ones (slower)")
+    generate.add_argument("--max-e-above-hull", type=float, default=DEFAULTS.max_e_above_hull, metavar="EV_PER_ATOM",
+                          help="keep candidates at most this far above the convex hull (eV/atom)")
+    generate.add_argument("--allow-far-from-hull", action="store_true", help="keep candidates far above the hull")
     generate.add_argument("--out", help="folder for the kept candidates' CIFs")
+    generate.add_argument("--unrelaxed-cifs", action="store_true",
+                          help="write the decoded (unrelaxed) cells instead of the relaxed ones")
     generate.add_argument("--format", choices=("json", "text"), default="json")
     generate.add_argument("--device", choices=device_choices, default="auto")
     generate.set_defaults(handler=run_generate)
@@ -64,12 +84,14 @@ def parse_window(text: str) -> tuple[str, tuple[float | None, float | None]]:
 def candidate_record(candidate, file_name: str | None) -> dict:
     """One kept candidate as a JSON-ready record."""
     from app.engine.core.property_table import PROPERTY_KEYS
+    from app.engine.generation.assessment import stability_record
 
     record = {"file": file_name, "index": candidate.index, "formula": candidate.formula}
     record.update({k: candidate.properties.get(k) for k in PROPERTY_KEYS})
     record["flags"] = candidate.flags
     record["latent_distance"] = candidate.latent_distance
     record["kept"] = candidate.kept
+    record.update(stability_record(candidate))
     if candidate.error:
         record["error"] = candidate.error
     return record
@@ -77,17 +99,19 @@ def candidate_record(candidate, file_name: str | None) -> dict:
 
 def run_generate(args) -> int:
     from app.engine.core.errors import CrystalDesignerError
-    from app.engine.generation.generator import FUNNEL_STAGES, CrystalGenerator, GenerationSettings
+    from app.engine.generation.generator import CrystalGenerator
+    from app.engine.generation.assessment import final_structure
     from app.engine.io.export import safe_filename, unique_path, write_cif
 
-    settings = GenerationSettings(
-        mode=args.mode, count=args.n, sigma=args.sigma, decile=args.decile, seed=args.seed,
-        min_distance=args.min_distance, require_charge_balance=not args.allow_unbalanced,
-        require_same_formula=args.same_formula, require_novel=not args.allow_known,
-        property_windows=dict(args.window or []),
-    )
     try:
-        settings.validate()
+        settings = GenerationSettings(
+            mode=args.mode, count=args.n, sigma=args.sigma, decile=args.decile,
+            target_formation_energy=args.target_formation_energy, seed=args.seed,
+            min_distance=args.min_distance, require_charge_balance=not args.allow_unbalanced,
+            require_same_formula=args.same_formula, require_novel=not args.allow_known,
+            property_windows=dict(args.window or []), relax=args.relax, relax_all=args.relax_all,
+            max_e_above_hull=args.max_e_above_hull, require_near_hull=not args.allow_far_from_hull,
+        )
         base = read_first_structure(args.base) if args.base else None
         second = read_first_structure(args.second) if args.second else None
         generator = CrystalGenerator(device=args.device)
@@ -106,16 +130,17 @@ def run_generate(args) -> int:
         name = None
         if out is not None:
             path = unique_path(out, f"{candidate.index:05d}_{safe_filename(candidate.formula or 'crystal')}", ".cif", taken)
-            write_cif(candidate.structure, path)
+            write_cif(candidate.structure if args.unrelaxed_cifs else final_structure(candidate), path)
             name = str(path)
         records.append(candidate_record(candidate, name))
-    funnel = [{"stage": key, "label": label, "count": result.funnel[key]} for key, label in FUNNEL_STAGES]
-    payload = {"settings": vars(settings), "funnel": funnel, "candidates": records}
+    funnel = [{"stage": stage.key, "label": stage.label, "count": result.funnel[stage.key]} for stage in FUNNEL_STAGES]
+    payload = {"settings": vars(settings), "funnel": funnel, "sun": result.sun, "candidates": records}
     if args.format == "json":
         write_json(payload)
     else:
         for stage in funnel:
             print(f"{stage['label']:<28} {stage['count']:>7}")
+        print(f"{'Stable, unique, novel':<28} {result.sun:>7}")
         for record in records:
             print(record["file"] or record["formula"])
     return 0

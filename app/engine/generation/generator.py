@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,11 +27,13 @@ from app.engine.generation.density import density_from_model, encode, lattice_fr
 from app.engine.core.errors import CrystalDesignerError, ModelError, StructureReadError
 from app.engine.core.property_table import PROPERTY_KEYS
 from app.engine.generation.segmentation import decode
+# The settings, modes, stages and rules live in ``settings``; re-exported for callers of this module.
+from app.engine.generation.settings import (FUNNEL_STAGE_KEYS, FUNNEL_STAGES, MODES,  # noqa: F401
+                                           MODES_WITH_BASE, MODES_WITH_SECOND, GenerationSettings,
+                                           decile_of, in_windows)
 from app.engine.core.symmetry import format_space_group, space_group
 
 logger = logging.getLogger(__name__)
-
-MODES = ("around", "random", "interpolate")
 
 #: Decoded cubic cells outside this range (Å) are rejected before segmentation. No real cubic
 #: conventional cell is below ~2.8 Å, and an untrained or diverging decoder can give lengths of
@@ -55,74 +56,6 @@ PARALLEL_MIN_MAPS = 16
 #: dropped real atoms of MP cells.
 MIN_BALL_FRACTION = 0.1
 
-#: Funnel stages in the order they are applied (labels as shown to users).
-FUNNEL_STAGES = (
-    ("generated", "Generated"),
-    ("decoded", "Decoded to a crystal"),
-    ("distance_ok", "All distances > minimum"),
-    ("charge_balanced", "Charge balanced"),
-    ("same_formula", "Same formula as base"),
-    ("novel", "Not in training set"),
-    ("in_windows", "Properties in windows"),
-    ("unique", "Unique"),
-)
-
-
-@dataclass
-class GenerationSettings:
-    """What to generate and which filters to apply.
-
-    Attributes
-    ----------
-    mode : str
-        ``around`` a base structure, ``random`` from the prior, ``interpolate`` between two.
-    count : int
-        Number of latent samples.
-    sigma : float
-        Standard deviation of z around the base (latent units).
-    decile : int or None
-        Formation-energy decile 0 (lowest) … 9 to condition on; None: the base's own decile
-        (``random`` mode: 0).
-    seed : int
-        Random seed; equal settings and seed give equal candidates.
-    min_distance : float
-        Smallest allowed interatomic distance (Å, periodic).
-    require_charge_balance, require_same_formula, require_novel, require_unique : bool
-        Which filters remove candidates (all are always evaluated and reported as flags).
-    property_windows : dict
-        ``{property key: (min or None, max or None)}`` in the units of ``PROPERTIES``.
-    """
-
-    mode: str = "around"
-    count: int = 100
-    sigma: float = 0.5
-    decile: int | None = None
-    seed: int = 0
-    batch_size: int = 32
-    min_distance: float = 0.5
-    require_charge_balance: bool = True
-    require_same_formula: bool = False
-    require_novel: bool = True
-    require_unique: bool = True
-    property_windows: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        """Raise :class:`CrystalDesignerError` with a readable message for impossible settings."""
-        if self.mode not in MODES:
-            raise CrystalDesignerError(f"Unknown generation mode '{self.mode}'; choose {', '.join(MODES)}.")
-        if not 1 <= self.count <= 1_000_000:
-            raise CrystalDesignerError("The number of samples must be between 1 and 1,000,000.")
-        if not (self.sigma >= 0 and math.isfinite(self.sigma)):
-            raise CrystalDesignerError("The spread σ must be a non-negative number.")
-        if self.decile is not None and not 0 <= self.decile <= 9:
-            raise CrystalDesignerError("The condition decile must be between 0 and 9.")
-        for key, (low, high) in self.property_windows.items():
-            if key not in PROPERTY_KEYS:
-                raise CrystalDesignerError(f"Unknown property '{key}' in the property windows.")
-            if low is not None and high is not None and low > high:
-                raise CrystalDesignerError(f"The window of {key} has its minimum above its maximum.")
-
-
 @dataclass
 class Candidate:
     """One generated crystal and everything known about it.
@@ -141,12 +74,25 @@ class Candidate:
     density: np.ndarray | None = None
     space_group: str | None = None
     error: str | None = None
+    #: Filled by the last stages (``assessment``): the RelaxationResult, the relaxed crystal, the
+    #: decoded crystal's predictions (``properties`` then describe the relaxed one), E_hull (eV/atom),
+    #: its decomposition ("SrO + TiO2"), why E_hull is missing, the Novelty, why it was dropped.
+    relaxation: object | None = None
+    relaxed_structure: object | None = None
+    unrelaxed_properties: dict[str, float | None] | None = None
+    e_above_hull: float | None = None
+    decomposition: str | None = None
+    hull_error: str | None = None
+    novelty: object | None = None
+    rejection: str | None = None
 
 
 @dataclass
 class GenerationResult:
     candidates: list[Candidate]
     funnel: dict[str, int]
+    #: Stable (near the hull), unique, novel candidates (see ``assessment``).
+    sun: int = 0
 
     @property
     def kept(self) -> list[Candidate]:
@@ -176,10 +122,40 @@ def _segment(job: tuple[np.ndarray, np.ndarray, float]) -> tuple[object | None, 
         return None, str(error)
 
 
+#: A kept candidate has no two atoms closer than this fraction of the sum of their covalent radii
+#: (pymatgen's ``CovalentRadius``). Measured on 3,709 random crystals of the training index: the
+#: smallest ratio was 0.66 (U6Co; 0.1 % below 0.69), so 0.6 rejects none of them, while the
+#: collapsing candidates seen around perovskites had pairs at 0.3-0.55 of it.
+COVALENT_FRACTION = 0.6
+#: Covalent radius (Å) assumed for an element pymatgen has none for.
+FALLBACK_COVALENT_RADIUS = 1.5
+
+
+def bonds_ok(structure, fraction: float = COVALENT_FRACTION) -> bool:
+    """True if no two atoms (periodic images included) are closer than ``fraction`` × (rᵢ + rⱼ)."""
+    from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
+
+    radii = np.array([CovalentRadius.radius.get(site.specie.symbol, FALLBACK_COVALENT_RADIUS) for site in structure])
+    centers, neighbours, _, distances = structure.get_neighbor_list(fraction * 2 * radii.max())
+    return not np.any(distances < fraction * (radii[centers] + radii[neighbours]))
+
+
 def minimum_distance_ok(structure, min_distance: float) -> bool:
     """True if no two atoms (periodic images included) are closer than ``min_distance`` Å."""
     centers, _, _, _ = structure.get_neighbor_list(min_distance)
     return len(centers) == 0
+
+
+@dataclass
+class MissingHull:
+    """Stands in for the reference hull when none can be loaded: every look-up says why."""
+
+    reason: str
+
+    def e_above_hull(self, composition, formation_energy_per_atom):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(e_above_hull=None, decomposition=None, error=self.reason)
 
 
 class CrystalGenerator:
@@ -191,8 +167,15 @@ class CrystalGenerator:
         Already constructed network (tests); by default the shipped ``density_vae`` is loaded
         and verified.
     predictor : PropertyPredictor, optional
-    training_index : TrainingIndex or None
-        Known (formula, space group) pairs for the novelty filter.
+    training_index : object, optional
+        Unused; kept so older callers still construct a generator.
+    structure_index : StructureIndex, optional
+        Known crystals for the structural novelty stage (default: the shipped index, loaded on
+        first use).
+    hull : ReferenceHull, optional
+        Reference convex hull (default: the shipped one, loaded on first use).
+    relax : callable, optional
+        Relaxation function (default ``app.engine.stability.relax.relax_structures``).
     decile_edges : sequence of 9 float, optional
         Formation-energy decile boundaries (eV/atom); read from the VAE's manifest by default.
     segmentation_workers : int, optional
@@ -203,43 +186,70 @@ class CrystalGenerator:
 
     def __init__(self, device: str = "auto", folder: Path | None = None, vae=None, predictor=None,
                  training_index=None, decile_edges: Sequence[float] | None = None,
-                 segmentation_workers: int | None = None):
+                 segmentation_workers: int | None = None, structure_index=None, hull=None, relax=None):
         import torch
 
+        import app.engine.generation.voxel_models  # noqa: F401  (registers the "density_vae" kind)
         from app.engine.core.devices import select_device
+        from app.engine.core.registry import load_model
         from app.engine.properties.predictor import PropertyPredictor
-        from app.engine.core.registry import load_state_dict
-        from app.engine.generation.voxel_models import ConditionalVAE3D, VAEConfig
 
         self.device = select_device(device)
         self._torch = torch
-        if vae is None:
-            vae_state, vae_entry = load_state_dict("density_vae", folder)
-            architecture = dict(vae_entry["architecture"])
-            decile_edges = architecture.pop("decile_edges_eV_per_atom")
-            try:
-                vae = ConditionalVAE3D(VAEConfig(**architecture))
-                vae.load_state_dict(vae_state)
-            except (TypeError, RuntimeError) as error:
-                raise ModelError(f"The generator model does not match this version of Crystal Designer: {error}") from error
+        if vae is None:  # the shipped (or ``folder``'s) VAE; see :meth:`from_models`
+            vae, vae_entry = load_model("density_vae", folder)
+            decile_edges = vae_entry["architecture"].get("decile_edges_eV_per_atom")
         if decile_edges is None or len(decile_edges) != 9:
             raise ModelError("The generator needs the 9 formation-energy decile edges of its VAE.")
         if not vae.config.species:
             raise ModelError("The generator's VAE has no species vocabulary.")
         self.vae = vae.to(self.device).eval()
         self.decile_edges = np.asarray(decile_edges, dtype=np.float64)
-        self.predictor = predictor or PropertyPredictor(device=str(self.device), folder=folder)
-        if training_index is None:
-            from app.engine.generation.novelty import TrainingIndex
-
-            try:
-                training_index = TrainingIndex(folder / "training_index.json.gz" if folder else None)
-            except OSError as error:
-                raise ModelError(f"The training-set index is missing: {error}") from error
+        self.predictor = predictor or PropertyPredictor.from_models(folder, device=str(self.device))
         self.training_index = training_index
+        self.folder = folder
+        self._structure_index, self._hull, self._relax = structure_index, hull, relax
         self.segmentation_workers = max(1, segmentation_workers if segmentation_workers is not None
                                         else min(os.cpu_count() or 1, MAX_SEGMENTATION_WORKERS))
         self._pool = None
+
+    @classmethod
+    def from_models(cls, folder: Path | None = None, device: str = "auto", **options) -> "CrystalGenerator":
+        """The generator of the models in ``folder`` (default: the shipped ``models/``): the VAE, its
+        decile edges and the property predictor, verified against the manifest; ``options`` as for
+        the constructor (``segmentation_workers``, ``predictor`` …)."""
+        return cls(device=device, folder=folder, **options)
+
+    @property
+    def structure_index(self):
+        """Known crystals for the novelty stage (loaded on first use)."""
+        if self._structure_index is None:
+            from app.engine.generation.novelty import StructureIndex
+
+            self._structure_index = StructureIndex.load(self.folder)
+        return self._structure_index
+
+    @property
+    def hull(self):
+        """Reference convex hull (loaded on first use); ModelError if this installation has none."""
+        if self._hull is None:
+            try:
+                from app.engine.stability.hull import ReferenceHull
+            except ImportError as error:
+                raise ModelError(f"This installation has no reference convex hull ({error}).") from error
+            self._hull = ReferenceHull.load(self.folder)
+        return self._hull
+
+    @property
+    def relax(self):
+        """The relaxation function of the last stages; ModelError if relaxation is unavailable."""
+        if self._relax is None:
+            try:
+                from app.engine.stability.relax import relax_structures
+            except ImportError as error:
+                raise ModelError(f"Relaxation is not available in this installation ({error}).") from error
+            self._relax = relax_structures
+        return self._relax
 
     def close(self) -> None:
         """Stop the segmentation worker processes, if any were started."""
@@ -263,7 +273,7 @@ class CrystalGenerator:
 
     def decile_of(self, formation_energy: float) -> int:
         """Decile (0-9) of a formation energy per atom (eV/atom)."""
-        return int(np.searchsorted(self.decile_edges, formation_energy))
+        return decile_of(formation_energy, self.decile_edges)
 
     def encode_structure(self, structure) -> tuple[np.ndarray, int]:
         """Latent mean μ (shape ``(latent,)``) and predicted-Ef decile of a cubic structure."""
@@ -357,26 +367,24 @@ class CrystalGenerator:
         GenerationResult
             All candidates (maps only on kept ones) and the funnel counts.
         """
-        settings.validate()
-        if settings.mode in ("around", "interpolate") and base is None:
+        settings.validate()  # built valid; checked again in case a caller bypassed the constructor
+        if settings.mode in MODES_WITH_BASE and base is None:
             raise CrystalDesignerError(f"Mode '{settings.mode}' needs a base structure.")
-        if settings.mode == "interpolate" and second is None:
+        if settings.mode in MODES_WITH_SECOND and second is None:
             raise CrystalDesignerError("Interpolation needs a second structure.")
         rng = np.random.default_rng(settings.seed)
-        base_mu = second_mu = None
+        base_mu = second_mu = base_decile = None
         base_formula = None
-        decile = settings.decile
         if base is not None:
             base_mu, base_decile = self.encode_structure(base)
             base_formula = base.composition.reduced_formula
-            decile = base_decile if decile is None else decile
         if second is not None:
             second_mu, _ = self.encode_structure(second)
-        decile = 0 if decile is None else decile
+        decile = settings.condition_decile(self.decile_edges, base_decile)
         latents = self._latents(settings, rng, base_mu, second_mu)
         reference = base_mu if base_mu is not None else np.zeros(latents.shape[1])
 
-        funnel = {key: 0 for key, _ in FUNNEL_STAGES}
+        funnel = dict.fromkeys(FUNNEL_STAGE_KEYS, 0)
         candidates: list[Candidate] = []
         unique_kept: dict[str, list] = {}
         total = len(latents)
@@ -397,7 +405,22 @@ class CrystalGenerator:
                     on_candidate(candidate)
             if progress is not None:
                 progress(min(start + settings.batch_size, total), total, f"{funnel['unique']} kept")
-        return GenerationResult(candidates, funnel)
+        return GenerationResult(candidates, funnel, self._assess(candidates, funnel, settings, base, progress, cancel))
+
+    def _assess(self, candidates, funnel, settings, base, progress, cancel) -> int:
+        """The relaxation, hull and novelty stages (``assessment``); returns the S.U.N. count."""
+        from app.engine.generation.assessment import assess
+
+        try:
+            hull = self.hull
+        except ModelError as error:
+            # Without a hull nothing is near it: E_hull stays empty with this reason on every candidate.
+            logger.warning("%s", error)
+            hull = MissingHull(str(error))
+        return assess(candidates, funnel, settings, base=base, predictor=self.predictor,
+                      structure_index=self.structure_index, hull=hull,
+                      relax=lambda *args, **options: self.relax(*args, **options), device=str(self.device),
+                      progress=progress, cancel=cancel)
 
     def _judge(self, index, structure, density, error, prediction, settings: GenerationSettings, base_formula,
                latent_distance, unique_kept, funnel) -> Candidate:
@@ -410,31 +433,19 @@ class CrystalGenerator:
         values = prediction.values
         flags = {"decoded": True}
         flags["distance_ok"] = minimum_distance_ok(structure, settings.min_distance)
+        flags["bonds_ok"] = flags["distance_ok"] and bonds_ok(structure)
         flags["charge_balanced"] = charge_balanced(formula)
         flags["same_formula"] = base_formula is None or formula == base_formula
         symmetry = space_group(structure)
-        # spglib fails on some degenerate decoded cells: those count as P1.
-        flags["novel"] = not self.training_index.known(formula, symmetry[1] if symmetry else 1)
-        flags["in_windows"] = all(
-            values.get(key) is not None
-            and (low is None or values[key] >= low) and (high is None or values[key] <= high)
-            for key, (low, high) in settings.property_windows.items())
-        required = {
-            "decoded": True,
-            "distance_ok": True,
-            "charge_balanced": settings.require_charge_balance,
-            "same_formula": settings.require_same_formula,
-            "novel": settings.require_novel,
-            "in_windows": bool(settings.property_windows),
-        }
+        flags["in_windows"] = in_windows(values, settings.property_windows)
         passing = True
-        for key, _label in FUNNEL_STAGES[1:-1]:
-            passing = passing and (flags[key] or not required[key])
+        for key in ("decoded", "distance_ok", "bonds_ok", "charge_balanced", "same_formula", "in_windows"):
+            passing = passing and (flags[key] or not settings.removes(key))
             funnel[key] += int(passing)
         flags["unique"] = True
         if passing:
             flags["unique"] = not any(self._matches(structure, other) for other in unique_kept.get(formula, []))
-        kept = passing and (flags["unique"] or not settings.require_unique)
+        kept = passing and (flags["unique"] or not settings.removes("unique"))
         funnel["unique"] += int(kept)
         if kept:
             unique_kept.setdefault(formula, []).append(structure)
