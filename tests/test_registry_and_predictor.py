@@ -95,3 +95,26 @@ def test_manifest_entry_round_trip(tiny_models):
     assert set(entries) == {"formation_energy", "band_gap", "elastic", "optical", "density_vae", "segmentation_unet",
                             "structure_index"}
     assert all(len(e["sha256"]) == 64 for e in entries.values())
+
+
+def test_load_model_builds_any_registered_kind_from_its_entry(tiny_models):
+    from app.engine.core.registry import load_model, save_manifest_entry
+    from app.engine.properties.cgcnn import CGCNN
+
+    model, entry = load_model("band_gap", tiny_models)
+    assert isinstance(model, CGCNN) and not model.training and entry["kind"] == "cgcnn"
+    entries = load_manifest(tiny_models)
+    save_manifest_entry("odd", dict(entries["band_gap"], kind="crystal_ball"), tiny_models)
+    with pytest.raises(ModelError, match="kind 'crystal_ball'.*cannot build"):
+        load_model("odd", tiny_models)
+    other = dict(entries["band_gap"], architecture=dict(entries["band_gap"]["architecture"], hidden_dim=7))
+    save_manifest_entry("other_shape", other, tiny_models)
+    with pytest.raises(ModelError, match="does not match this version"):
+        load_model("other_shape", tiny_models)
+
+
+def test_predictor_from_models_equals_the_object_constructor(tiny_models):
+    loaded = PropertyPredictor.from_models(tiny_models, device="cpu", precision="float32")
+    built = PropertyPredictor(device="cpu", models=loaded.models, element_references=loaded.element_references,
+                              precision="float32")
+    assert loaded.predict([srtio3()])[0].values == built.predict([srtio3()])[0].values

@@ -52,7 +52,7 @@ class WorkerModels:
         from app.engine.properties.predictor import PropertyPredictor
 
         try:
-            self._predictor = PropertyPredictor(device=self.device_preference)
+            self._predictor = PropertyPredictor.from_models(device=self.device_preference)
         except CrystalDesignerError as error:
             self.predictor_error = f"property models not available: {error}"
             logger.warning("%s", self.predictor_error)
@@ -62,10 +62,9 @@ class WorkerModels:
 
         try:
             # Leave one core to the window: segmentation runs in (CPU count - 1) processes.
-            self._generator = CrystalGenerator(device=self.device_preference, predictor=self._predictor,
-                                               segmentation_workers=max(1, (os.cpu_count() or 1) - 1))
-        except (CrystalDesignerError, OSError, KeyError, ValueError, RuntimeError) as error:
-            # RuntimeError: torch's load_state_dict on weights of another architecture.
+            self._generator = CrystalGenerator.from_models(device=self.device_preference, predictor=self._predictor,
+                                                           segmentation_workers=max(1, (os.cpu_count() or 1) - 1))
+        except (CrystalDesignerError, OSError) as error:  # load_model reports mismatched weights as ModelError
             self.generator_error = f"generator models not available: {error}"
             logger.warning("%s", self.generator_error)
 

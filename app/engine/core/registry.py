@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Callable
 
 from app.engine.core.errors import ModelError
 from app.engine.core.paths import models_dir
@@ -79,3 +80,68 @@ def load_state_dict(name: str, folder: Path | None = None):
     path, entry = verified_weights_path(name, folder)
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state, entry
+
+
+# --- building models from their entries ---------------------------------------------------------
+
+#: ``{manifest kind: build(entry) -> torch.nn.Module}``, filled by the modules that define the
+#: networks (``register_model_kind``), because this ground layer cannot import them.
+_BUILDERS: dict[str, Callable[[dict], object]] = {}
+def register_model_kind(kind: str, build: Callable[[dict], object]) -> None:
+    """Let :func:`load_model` build manifest entries of ``kind``.
+
+    Parameters
+    ----------
+    kind : str
+        The entry's ``kind`` (``cgcnn``, ``density_vae`` …).
+    build : callable
+        ``build(entry) -> torch.nn.Module`` with random weights, from the entry's
+        ``architecture`` (TypeError or ValueError for arguments it does not know).
+    """
+    _BUILDERS[kind] = build
+
+
+def _builder(name: str, entry: dict) -> Callable[[dict], object]:
+    kind = entry.get("kind")
+    if kind not in _BUILDERS:
+        known = ", ".join(sorted(_BUILDERS)) or "none"
+        raise ModelError(f"Model '{name}' is of kind '{kind}', which this version of Crystal Designer cannot "
+                         f"build (it knows: {known}).")
+    return _BUILDERS[kind]
+
+
+def load_model(name: str, folder: Path | None = None, device="cpu"):
+    """Build model ``name`` from its manifest entry and load its verified weights.
+
+    The weights' sha256 is checked against the manifest and they are read with
+    ``weights_only=True``; the network is built by the builder registered for the entry's kind
+    (importing the network's module registers it: ``app.engine.properties.cgcnn`` …).
+
+    Parameters
+    ----------
+    name : str
+        Manifest name (``formation_energy``, ``density_vae`` …).
+    folder : Path, optional
+        Models folder (default: the shipped ``models/``).
+    device : str or torch.device
+        Where the model is moved (it is returned in ``eval`` mode).
+
+    Returns
+    -------
+    (torch.nn.Module, dict)
+        The model and its manifest entry.
+
+    Raises
+    ------
+    ModelError
+        Unknown model or kind, missing or altered weights, or weights of another architecture.
+    """
+    state, entry = load_state_dict(name, folder)
+    build = _builder(name, entry)
+    try:
+        model = build(entry)
+        model.load_state_dict(state)
+    except (TypeError, ValueError, KeyError, RuntimeError) as error:
+        # RuntimeError: torch's load_state_dict on weights of another architecture.
+        raise ModelError(f"Model '{name}' does not match this version of Crystal Designer: {error}") from error
+    return model.to(device).eval(), entry

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from app.engine.core.registry import register_model_kind
+
 N_CONDITIONS = 10  # formation-energy deciles
 
 
@@ -232,3 +234,13 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def one_hot_condition(deciles: torch.Tensor, n_conditions: int = N_CONDITIONS) -> torch.Tensor:
     """Decile indices (batch,) → one-hot float (batch, n_conditions)."""
     return F.one_hot(deciles.long(), n_conditions).float()
+
+
+def _vae_from_entry(entry: dict) -> ConditionalVAE3D:
+    architecture = dict(entry["architecture"])
+    architecture.pop("decile_edges_eV_per_atom", None)  # the condition's edges, not a layer size
+    return ConditionalVAE3D(VAEConfig(**architecture))
+
+
+register_model_kind("density_vae", _vae_from_entry)
+register_model_kind("segmentation_unet", lambda entry: UNet3D(UNetConfig(**entry["architecture"])))

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from app.engine.core.elements import FEATURE_LENGTH, element_feature_table
+from app.engine.core.registry import register_model_kind
 from app.engine.properties.graph import DEFAULT_CUTOFF, GraphBatch
 
 
@@ -143,3 +144,6 @@ def batch_to_tensors(batch: GraphBatch, device: torch.device | str = "cpu") -> d
         "crystal_index": torch.from_numpy(batch.crystal_index).to(device),
         "n_crystals": torch.tensor(batch.n_crystals),
     }
+
+
+register_model_kind("cgcnn", lambda entry: CGCNN(CGCNNConfig(**entry["architecture"])))

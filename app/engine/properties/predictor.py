@@ -67,22 +67,13 @@ class PropertyPredictor:
                  element_references: dict[str, float] | None = None):
         import torch
 
-        from app.engine.properties.cgcnn import CGCNN, CGCNNConfig
         from app.engine.core.devices import select_device
-        from app.engine.core.registry import load_manifest, load_state_dict
 
         self.device = select_device(device)
         self.folder = folder or models_dir()
         self.versions: dict[str, str] = {}
-        if models is None:
-            models = {}
-            manifest = load_manifest(self.folder)
-            for name in PROPERTY_MODELS:
-                state, entry = load_state_dict(name, self.folder)
-                model = CGCNN(CGCNNConfig(**entry["architecture"]))
-                model.load_state_dict(state)
-                models[name] = model
-                self.versions[name] = f"{entry.get('created', '?')} {manifest[name]['sha256'][:8]}"
+        if models is None:  # the shipped (or ``folder``'s) models; see :meth:`from_models`
+            models, self.versions = self._load_models(self.folder)
         missing = [name for name in PROPERTY_MODELS if name not in models]
         if missing:
             raise ModelError(f"Property models missing: {', '.join(missing)}.")
@@ -91,6 +82,24 @@ class PropertyPredictor:
             element_references = self._read_references(self.folder / ELEMENT_REFERENCES_FILE)
         self.element_references = element_references
         self._torch = torch
+
+    @classmethod
+    def from_models(cls, folder: Path | None = None, device: str = "auto", **options) -> "PropertyPredictor":
+        """The predictor of the models in ``folder`` (default: the shipped ``models/``), verified
+        against the manifest; ``options`` as for the constructor (``precision`` …)."""
+        return cls(device=device, folder=folder, **options)
+
+    @staticmethod
+    def _load_models(folder: Path) -> tuple[dict, dict[str, str]]:
+        """``({name: CGCNN}, {name: "created sha256[:8]"})`` of the property models in ``folder``."""
+        import app.engine.properties.cgcnn  # noqa: F401  (registers the "cgcnn" kind)
+        from app.engine.core.registry import load_model
+
+        models, versions = {}, {}
+        for name in PROPERTY_MODELS:
+            models[name], entry = load_model(name, folder)
+            versions[name] = f"{entry.get('created', '?')} {entry['sha256'][:8]}"
+        return models, versions
 
     @staticmethod
     def _read_references(path: Path) -> dict[str, float]:

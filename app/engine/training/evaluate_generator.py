@@ -91,7 +91,7 @@ def evaluate_sampling(generator: CrystalGenerator, count: int = 1000, seed: int 
 def evaluate_generator(n_reconstruct: int = 300, n_samples: int = 1000, n_bases: int = 3, n_around: int = 200) -> dict:
     """All generator metrics on the validation split (see module docstring)."""
     began = time.perf_counter()
-    generator = CrystalGenerator(device="cpu")
+    generator = CrystalGenerator.from_models(device="cpu")
     try:
         return _evaluate(generator, n_reconstruct, n_samples, n_bases, n_around, began)
     finally:

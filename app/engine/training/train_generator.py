@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from app.engine.core.cancel import CancelToken
 from app.engine.generation.density import BOX_MARGIN, COORD_SCALE, DENSITY_SCALE, GRID, coordinate_grid, species_features
 from app.engine.core.paths import models_dir
-from app.engine.core.registry import load_state_dict, save_manifest_entry, sha256_of
+from app.engine.core.registry import load_model, load_state_dict, save_manifest_entry, sha256_of
 from app.engine.training.datasets import is_validation
 from app.engine.training.generator_data import VoxelDataset, load_voxel_dataset
 from app.engine.training import checkpoints
@@ -222,14 +222,11 @@ def formation_energy_conditions(dataset: VoxelDataset, rows: np.ndarray, folder:
     """
     from pymatgen.core import Structure
 
-    from app.engine.properties.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
+    from app.engine.properties.cgcnn import batch_to_tensors
     from app.engine.properties.graph import collate
     from app.engine.properties.predictor import graph_for_prediction
 
-    state, entry = load_state_dict("formation_energy", folder)
-    model = CGCNN(CGCNNConfig(**entry["architecture"]))
-    model.load_state_dict(state)
-    model.eval()
+    model, _ = load_model("formation_energy", folder)
     out = []
     with torch.inference_mode():
         for start in range(0, len(rows), 256):
@@ -338,10 +335,8 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
     edges = np.quantile(energies[train_rows], np.linspace(0, 1, 11)[1:-1])
     deciles = np.searchsorted(edges, energies)
 
-    unet_state, unet_entry = load_state_dict(UNET_NAME, output_dir)
-    unet = UNet3D(UNetConfig(**unet_entry["architecture"]))
-    unet.load_state_dict(unet_state)
-    unet.eval().requires_grad_(False)
+    unet, _ = load_model(UNET_NAME, output_dir)
+    unet.requires_grad_(False)
 
     vocabulary = sorted(int(z) for z in np.unique(dataset.species) if z > 0)
     lookup = np.zeros(256, dtype=np.int64)

@@ -22,7 +22,7 @@ from app.engine.properties.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
 from app.engine.properties.graph import GraphBatch
 from app.engine.core.paths import models_dir
 from app.engine.core.property_table import METALLIC_GAP_THRESHOLD_EV
-from app.engine.core.registry import load_state_dict, save_manifest_entry, sha256_of
+from app.engine.core.registry import load_model, load_state_dict, save_manifest_entry, sha256_of
 from app.engine.training import checkpoints
 from app.engine.training.graph_cache import GraphDataset, load_dataset
 from app.engine.training.datasets import is_validation
@@ -297,9 +297,7 @@ estimates for screening, not a substitute for a calculation.
 def evaluate(name: str, folder: Path | None = None) -> dict:
     """Recompute validation metrics of the shipped model ``name`` from its weights."""
     recipe = RECIPES[name]
-    state, entry = load_state_dict(name, folder)
-    model = CGCNN(CGCNNConfig(**entry["architecture"]))
-    model.load_state_dict(state)
+    model, _ = load_model(name, folder)
     dataset = load_dataset(recipe.dataset)
     _, val_rows = split_indices(dataset, recipe.targets)
     return evaluate_model(model, dataset, val_rows, recipe)
