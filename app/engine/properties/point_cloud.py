@@ -1,0 +1,145 @@
+"""Crystals as point clouds for the PointNet property model (Okuno et al.).
+
+Each atom of a standardised cell is one point: its Cartesian coordinates (Å) plus the CGCNN
+feature vector of its element (:mod:`app.engine.core.elements`). The standardised cell is the
+Niggli-reduced cell of the given cell, in the canonical orientation of its lattice parameters
+(a along x, b in the xy plane), atoms wrapped into the cell and the cloud centred on its centroid.
+The cell is not made primitive (spglib costs more than the whole model; the training cells are
+mostly primitive already). The canonical orientation makes the point cloud, and so the prediction,
+independent of how the input crystal is rotated; training adds random rotations on top so that
+the model and its T-Nets do not rely on one orientation.
+
+A batch pads every cloud to the batch's largest one and carries a mask; the model max-pools
+over real points only (a masked max-pool), which handles any number of atoms.
+
+Besides the points, each crystal has a small rotation-invariant cell descriptor (lattice lengths,
+cosines of the angles, volume per atom), appended to the pooled feature: the point cloud of one
+cell alone does not tell the model the cell is periodic or how dense it is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from app.engine.core.elements import FEATURE_LENGTH, MAX_Z, element_feature_table
+from app.engine.core.errors import StructureReadError
+
+#: Length of the cell descriptor: a, b, c (Å), cos α, cos β, cos γ, volume per atom (Å³).
+CELL_DESCRIPTOR_LENGTH = 7
+#: Per-point input width: x, y, z plus the element features.
+POINT_FEATURE_LENGTH = 3 + FEATURE_LENGTH
+
+
+@dataclass(frozen=True)
+class PointCloud:
+    """Point cloud of one crystal.
+
+    Attributes
+    ----------
+    atomic_numbers : numpy.ndarray
+        Shape ``(n_atoms,)``, int16.
+    coordinates : numpy.ndarray
+        Shape ``(n_atoms, 3)``, float32, Å, centred on the centroid, canonical orientation.
+    cell : numpy.ndarray
+        Shape ``(CELL_DESCRIPTOR_LENGTH,)``, float32.
+    """
+
+    atomic_numbers: np.ndarray
+    coordinates: np.ndarray
+    cell: np.ndarray
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.atomic_numbers.shape[0])
+
+
+def canonical_lattice_matrix(a: float, b: float, c: float, alpha: float, beta: float, gamma: float) -> np.ndarray:
+    """Lattice matrix (rows = vectors, Å) with a along x and b in the xy plane; angles in degrees."""
+    ca, cb, cg = (math.cos(math.radians(x)) for x in (alpha, beta, gamma))
+    sg = math.sin(math.radians(gamma))
+    cx = cb
+    cy = (ca - cb * cg) / sg
+    cz = math.sqrt(max(1.0 - cx * cx - cy * cy, 0.0))
+    return np.array([[a, 0.0, 0.0], [b * cg, b * sg, 0.0], [c * cx, c * cy, c * cz]])
+
+
+def point_cloud(structure) -> PointCloud:
+    """Point cloud of an ordered pymatgen ``Structure`` in its standardised cell.
+
+    Raises
+    ------
+    StructureReadError
+        Empty, disordered, non-finite or degenerate structures, or elements beyond Z = 100.
+    """
+    if len(structure) == 0:
+        raise StructureReadError("The structure has no atoms.")
+    if not structure.is_ordered:
+        raise StructureReadError(
+            "The structure has partially occupied sites; the property models need an ordered crystal "
+            "(pick one ordering, e.g. with an order-disorder tool, and load that)."
+        )
+    cart = np.asarray(structure.cart_coords, dtype=np.float64)
+    if not np.all(np.isfinite(cart)) or not math.isfinite(structure.volume) or structure.volume <= 1e-6:
+        raise StructureReadError("The structure has invalid coordinates or a degenerate cell.")
+    atomic_numbers = np.array([site.specie.Z for site in structure], dtype=np.int16)
+    if atomic_numbers.max() > MAX_Z:
+        raise StructureReadError(f"Elements beyond Z = {MAX_Z} have no feature vector.")
+    try:
+        reduced = structure.lattice.get_niggli_reduced_lattice()
+    except Exception as error:  # pymatgen raises plain ValueError/RuntimeError on degenerate cells
+        raise StructureReadError(f"The cell cannot be Niggli-reduced: {error}") from error
+    fractional = np.linalg.solve(reduced.matrix.T, cart.T).T
+    fractional -= np.floor(fractional)
+    a, b, c = reduced.abc
+    alpha, beta, gamma = reduced.angles
+    coordinates = fractional @ canonical_lattice_matrix(a, b, c, alpha, beta, gamma)
+    coordinates -= coordinates.mean(axis=0)
+    cell = np.array(
+        [a, b, c, *(math.cos(math.radians(x)) for x in (alpha, beta, gamma)), structure.volume / len(structure)],
+        dtype=np.float32,
+    )
+    return PointCloud(atomic_numbers, coordinates.astype(np.float32), cell)
+
+
+@dataclass(frozen=True)
+class PointBatch:
+    """Padded batch of point clouds (numpy arrays).
+
+    Attributes
+    ----------
+    points : numpy.ndarray
+        Shape ``(n_crystals, max_atoms, POINT_FEATURE_LENGTH)``, float32; padding rows are zero.
+    mask : numpy.ndarray
+        Shape ``(n_crystals, max_atoms)``, bool: True for real atoms.
+    cell : numpy.ndarray
+        Shape ``(n_crystals, CELL_DESCRIPTOR_LENGTH)``, float32.
+    """
+
+    points: np.ndarray
+    mask: np.ndarray
+    cell: np.ndarray
+
+
+def pad_batch(
+    atomic_numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray], cells: Sequence[np.ndarray]
+) -> PointBatch:
+    """Pad per-crystal arrays into one :class:`PointBatch` (element features looked up here)."""
+    sizes = np.array([len(z) for z in atomic_numbers], dtype=np.int64)
+    n, width = len(sizes), int(sizes.max()) if len(sizes) else 0
+    mask = np.arange(width)[None, :] < sizes[:, None]
+    flat_z = np.concatenate(atomic_numbers).astype(np.int64) if n else np.zeros(0, np.int64)
+    flat_xyz = np.concatenate(coordinates) if n else np.zeros((0, 3), np.float32)
+    points = np.zeros((n, width, POINT_FEATURE_LENGTH), dtype=np.float32)
+    points[mask, :3] = flat_xyz
+    points[mask, 3:] = element_feature_table()[flat_z]
+    cell = np.stack(cells).astype(np.float32) if n else np.zeros((0, CELL_DESCRIPTOR_LENGTH), np.float32)
+    return PointBatch(points, mask, cell)
+
+
+def collate_clouds(clouds: Sequence[PointCloud]) -> PointBatch:
+    """Pad point clouds into one batch."""
+    return pad_batch([c.atomic_numbers for c in clouds], [c.coordinates for c in clouds], [c.cell for c in clouds])

@@ -1,0 +1,158 @@
+"""Featurised point clouds of the training sets, built once and cached on disk.
+
+Parsing the 40k training crystals takes minutes on two cores, so each data set is turned into
+point clouds once (:func:`app.engine.properties.point_cloud.point_cloud`) and saved as one
+``.npz`` of concatenated arrays in the cache folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from app.engine.core.paths import cache_dir
+from app.engine.properties.point_cloud import CELL_DESCRIPTOR_LENGTH, PointBatch, pad_batch, point_cloud
+from app.engine.training.datasets import READERS, LabelledCrystal, shared_data_dir, to_structure
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the point-cloud construction changes, so stale caches are rebuilt.
+CACHE_VERSION = 1
+
+
+@dataclass
+class PointDataset:
+    """Point clouds with labels, held as concatenated arrays.
+
+    Attributes
+    ----------
+    ids, sources, formulas : numpy.ndarray
+        Shape ``(n_crystals,)``, str.
+    label_names : list of str
+    labels : numpy.ndarray
+        Shape ``(n_crystals, n_labels)``, float32, NaN where unknown.
+    atom_offsets : numpy.ndarray
+        Shape ``(n_crystals + 1,)``: crystal ``i`` owns atoms ``atom_offsets[i]:atom_offsets[i+1]``.
+    atomic_numbers : numpy.ndarray
+        Shape ``(n_atoms_total,)``, int16.
+    coordinates : numpy.ndarray
+        Shape ``(n_atoms_total, 3)``, float32, Å (standardised cell, centred).
+    cells : numpy.ndarray
+        Shape ``(n_crystals, CELL_DESCRIPTOR_LENGTH)``, float32.
+    """
+
+    ids: np.ndarray
+    sources: np.ndarray
+    formulas: np.ndarray
+    label_names: list[str]
+    labels: np.ndarray
+    atom_offsets: np.ndarray
+    atomic_numbers: np.ndarray
+    coordinates: np.ndarray
+    cells: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.atom_offsets)
+
+    def label(self, name: str) -> np.ndarray:
+        """Labels ``name`` of every crystal (NaN where this set has none)."""
+        if name not in self.label_names:
+            return np.full(len(self), np.nan, dtype=np.float32)
+        return self.labels[:, self.label_names.index(name)]
+
+    def batch(self, indices: np.ndarray, rotations: np.ndarray | None = None) -> PointBatch:
+        """Padded batch of crystals ``indices``; ``rotations`` (shape ``(len(indices), 3, 3)``) rotate each cloud."""
+        z, xyz = [], []
+        for k, i in enumerate(indices):
+            start, stop = self.atom_offsets[i], self.atom_offsets[i + 1]
+            z.append(self.atomic_numbers[start:stop])
+            coordinates = self.coordinates[start:stop]
+            xyz.append(coordinates @ rotations[k].T if rotations is not None else coordinates)
+        return pad_batch(z, xyz, [self.cells[i] for i in indices])
+
+
+def concatenate(datasets: Sequence[PointDataset]) -> PointDataset:
+    """One data set holding the rows of ``datasets`` (labels aligned by name, NaN where missing)."""
+    names = sorted({n for d in datasets for n in d.label_names})
+    offsets, shift = [], 0
+    for d in datasets:
+        offsets.append(d.atom_offsets[:-1] + shift)
+        shift += int(d.atom_offsets[-1])
+    return PointDataset(
+        ids=np.concatenate([d.ids for d in datasets]),
+        sources=np.concatenate([d.sources for d in datasets]),
+        formulas=np.concatenate([d.formulas for d in datasets]),
+        label_names=names,
+        labels=np.concatenate([np.stack([d.label(n) for n in names], axis=1) for d in datasets]).astype(np.float32),
+        atom_offsets=np.concatenate(offsets + [[shift]]).astype(np.int64),
+        atomic_numbers=np.concatenate([d.atomic_numbers for d in datasets]),
+        coordinates=np.concatenate([d.coordinates for d in datasets]),
+        cells=np.concatenate([d.cells for d in datasets]),
+    )
+
+
+def _featurise(record: LabelledCrystal):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            structure = to_structure(record)
+        cloud = point_cloud(structure)
+        return record.material_id, record.source, structure.composition.reduced_formula, record.labels, cloud
+    except Exception as error:  # one bad training row must not stop featurisation
+        logger.warning("skipping %s: %s", record.material_id, error)
+        return None
+
+
+def featurise(records: Sequence[LabelledCrystal], workers: int = 2) -> PointDataset:
+    """Point clouds of ``records``, built in ``workers`` processes."""
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            results = pool.map(_featurise, records, chunksize=64)
+    else:
+        results = [_featurise(r) for r in records]
+    results = [r for r in results if r is not None]
+    label_names = sorted({name for r in results for name in r[3]})
+    clouds = [r[4] for r in results]
+    sizes = np.array([c.n_atoms for c in clouds], dtype=np.int64)
+    return PointDataset(
+        ids=np.array([r[0] for r in results]),
+        sources=np.array([r[1] for r in results]),
+        formulas=np.array([r[2] for r in results]),
+        label_names=label_names,
+        labels=np.array([[r[3].get(n, math.nan) for n in label_names] for r in results], dtype=np.float32),
+        atom_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        atomic_numbers=np.concatenate([c.atomic_numbers for c in clouds]),
+        coordinates=np.concatenate([c.coordinates for c in clouds]),
+        cells=np.stack([c.cell for c in clouds]) if clouds else np.zeros((0, CELL_DESCRIPTOR_LENGTH), np.float32),
+    )
+
+
+def load_point_dataset(name: str, data_root: Path | None = None, workers: int = 2) -> PointDataset:
+    """Point-cloud data set ``name`` (a key of ``READERS``), from the cache when present."""
+    path = cache_dir() / f"points_{name}.v{CACHE_VERSION}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        arrays["label_names"] = [str(x) for x in arrays["label_names"]]
+        return PointDataset(**arrays)
+    root = data_root or shared_data_dir()
+    records = list(READERS[name](root))
+    logger.info("building point clouds of %d crystals of %s", len(records), name)
+    dataset = featurise(records, workers=workers)
+    fields = dict(vars(dataset))
+    fields["label_names"] = np.array(dataset.label_names)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **fields)
+    tmp.replace(path)
+    return dataset
