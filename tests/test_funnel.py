@@ -201,3 +201,20 @@ def test_ion_substitution_baseline_is_judged_like_the_generator(generator):
     summary = evaluate_baseline(generator, base, 6, GenerationSettings())
     assert summary["count"] == 6 and summary["relaxed_with_e_hull"] == 2
     assert summary["within_threshold"] == 0.5 and summary["novel"] == 6 and summary["sun"] == 1
+
+
+def test_without_hull_or_relaxation_candidates_are_kept_with_the_reason(generator, monkeypatch):
+    from app.engine.core.errors import ModelError
+
+    def unavailable(self):
+        raise ModelError("not in this installation")
+
+    monkeypatch.setattr(CrystalGenerator, "hull", property(unavailable))
+    monkeypatch.setattr(CrystalGenerator, "relax", property(unavailable))
+    monkeypatch.setattr(CrystalGenerator, "decode_latents", lambda self, z, decile: [
+        (cscl_type(3.4 + 0.01 * n), np.zeros((32, 32, 32), np.float32), None) for n in range(len(z))])
+    result = generator.generate(GenerationSettings(mode="around", count=3, seed=1), base=rock_salt())
+    assert result.funnel["unique"] == 1 and len(result.kept) == 1
+    [kept] = result.kept
+    assert kept.relaxation is None and kept.e_above_hull is None and kept.hull_error == "not in this installation"
+    assert result.sun == 0

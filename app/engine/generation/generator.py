@@ -411,15 +411,25 @@ class CrystalGenerator:
         """The relaxation, hull and novelty stages (``assessment``); returns the S.U.N. count."""
         from app.engine.generation.assessment import assess
 
+        import dataclasses
+
+        # A missing hull or relaxation (a partial installation) cannot judge a candidate, so its stage
+        # removes nothing; the reason stays on every candidate (hull_error) and in the log.
         try:
             hull = self.hull
         except ModelError as error:
-            # Without a hull nothing is near it: E_hull stays empty with this reason on every candidate.
             logger.warning("%s", error)
             hull = MissingHull(str(error))
+            settings = dataclasses.replace(settings, require_near_hull=False)
+        relax = None
+        if settings.relax:
+            try:
+                relax = self.relax
+            except ModelError as error:
+                logger.warning("%s Candidates are not relaxed.", error)
+                settings = dataclasses.replace(settings, relax=False, relax_all=False)
         return assess(candidates, funnel, settings, base=base, predictor=self.predictor,
-                      structure_index=self.structure_index, hull=hull,
-                      relax=lambda *args, **options: self.relax(*args, **options), device=str(self.device),
+                      structure_index=self.structure_index, hull=hull, relax=relax, device=str(self.device),
                       progress=progress, cancel=cancel)
 
     def _judge(self, index, structure, density, error, prediction, settings: GenerationSettings, base_formula,
