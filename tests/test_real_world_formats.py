@@ -33,7 +33,9 @@ READABLE = {
     "duplicated_special_positions.cif": ("CsCl", 1), "occupancy_rounding.cif": (None, 1),
     "misaligned_loop.cif": ("SrTiO3", 1), "misaligned_loop_gzipped.cif": ("SrTiO3", 1),
     "POSCAR_vasp4_comment": ("Fe2O3", 1), "vasp4_potcar/POSCAR": ("NaCl", 1),
-    "mixed_occupancy_experimental.cif": (None, 1), "vacancies.cif": (None, 1),
+    "mixed_occupancy_experimental.cif": (None, 1), "vacancies.cif": (None, 1), "pw_scf.in": ("MgO", 1),
+    # samples from ASE's own test suite (its documented AIRSS .res and pw.x input examples)
+    "airss_sample_from_ase.res": ("H30C97", 1), "qe_sample_from_ase.pwi": ("Fe3H", 1),
 }
 #: broken file -> words its one-line reason must contain
 BROKEN = {

@@ -55,6 +55,7 @@ def disorder_pair(structure: Structure, a: str, b: str) -> Structure:
 def evaluate(n: int, max_sites: int = 16) -> dict:
     predictor = PropertyPredictor(device="cpu")
     rows = []
+    pick = np.random.default_rng(0)
     started = time.monotonic()
     for record in read_mp_eform_gap(shared_data_dir()):
         if len(rows) >= n:
@@ -75,13 +76,16 @@ def evaluate(n: int, max_sites: int = 16) -> dict:
                      "labels": {t: record.labels[t] for t in TARGETS}, "ordered": {t: ordered[t] for t in TARGETS},
                      "approximant": {t: approximant.values[t] for t in TARGETS},
                      "virtual_crystal": {t: virtual.values[t] for t in TARGETS},
+                     # The same orderings without the energy criterion: one picked at random.
+                     "random_ordering": {t: approximant.orderings[pick.integers(len(approximant.orderings))].values[t]
+                                         for t in TARGETS},
                      "supercell": approximant.supercell, "n_orderings": len(approximant.orderings)})
     return summarise(rows, time.monotonic() - started)
 
 
 def summarise(rows: list[dict], seconds: float) -> dict:
     report: dict = {"n_crystals": len(rows), "seconds": round(seconds, 1), "mae_vs_dft": {}, "mae_vs_ordered_prediction": {}}
-    for method in ("ordered", "approximant", "virtual_crystal"):
+    for method in ("ordered", "approximant", "random_ordering", "virtual_crystal"):
         for target in TARGETS:
             labels = np.array([r["labels"][target] for r in rows], dtype=float)
             predicted = np.array([r[method][target] for r in rows], dtype=float)
