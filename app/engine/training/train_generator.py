@@ -20,10 +20,10 @@ from torch.nn import functional as F
 from app.engine.core.cancel import CancelToken
 from app.engine.generation.density import BOX_MARGIN, COORD_SCALE, DENSITY_SCALE, GRID, coordinate_grid, species_features
 from app.engine.core.paths import models_dir
+from app.engine.training.loop import fit_epochs
 from app.engine.core.registry import load_model, load_state_dict, save_manifest_entry, sha256_of
 from app.engine.training.datasets import is_validation
 from app.engine.training.generator_data import VoxelDataset, load_voxel_dataset
-from app.engine.training import checkpoints
 from app.engine.generation.voxel_models import (ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig, block_majority, kl_divergence,
                                      one_hot_condition)
 
@@ -150,40 +150,24 @@ def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     steps = math.ceil(len(train_rows) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * steps, pct_start=0.1)
-    state = checkpoints.new_run_state() if fresh else checkpoints.resume(
-        UNET_NAME, config.to_dict(), epochs, model, optimizer, scheduler)
-    rng = np.random.default_rng(state["epoch"])
-    for epoch in range(state["epoch"], epochs):
-        model.train()
-        began = time.perf_counter()
-        total = 0.0
-        order = rng.permutation(train_rows)
-        for step in range(steps):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            rows = order[step * batch_size:(step + 1) * batch_size]
-            if len(rows) < 2:
-                continue
-            density, labels = [], []
-            size = torch.from_numpy(sizes[rows])
-            for row in rows:
-                d, s = _random_rotation(rng, dataset.density[row], dataset.species[row])
-                i, j, k = rng.integers(0, GRID - crop + 1, size=3)
-                density.append(density_channel(d[i:i + crop, j:j + crop, k:k + crop]))
-                labels.append(lookup[s[i:i + crop, j:j + crop, k:k + crop]])
-            loss, _, _ = _unet_loss(model, torch.from_numpy(np.stack(density)), size,
-                                    torch.from_numpy(np.stack(labels)), weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
+
+    def step(rows, rng):
+        density, labels = [], []
+        for row in rows:
+            d, s = _random_rotation(rng, dataset.density[row], dataset.species[row])
+            i, j, k = rng.integers(0, GRID - crop + 1, size=3)
+            density.append(density_channel(d[i:i + crop, j:j + crop, k:k + crop]))
+            labels.append(lookup[s[i:i + crop, j:j + crop, k:k + crop]])
+        loss, _, _ = _unet_loss(model, torch.from_numpy(np.stack(density)), torch.from_numpy(sizes[rows]),
+                                torch.from_numpy(np.stack(labels)), weights)
+        return loss, {"loss": loss.item()}
+
+    def evaluate_epoch():
         metrics = evaluate_unet(model, dataset, val_rows[:500])
-        checkpoints.record_epoch(state, epoch + 1, 1.0 - metrics["site_voxel_accuracy"], model,
-                                 {"loss": total / steps, **metrics, "seconds": time.perf_counter() - began})
-        logger.info("UNet epoch %d/%d: %s", epoch + 1, epochs, state["history"][-1])
-        checkpoints.save(UNET_NAME, config.to_dict(), epochs, model, optimizer, scheduler, state)
-    model.load_state_dict(state["best"]["state"])
+        return 1.0 - metrics["site_voxel_accuracy"], metrics
+
+    state = fit_epochs(UNET_NAME, config.to_dict(), epochs, model, optimizer, scheduler, train_rows, batch_size,
+                       step, evaluate_epoch, fresh=fresh, cancel=cancel)
     metrics = evaluate_unet(model, dataset, val_rows)
     return _write(UNET_NAME, model, config.to_dict(), metrics, epochs, state["best"]["epoch"], len(train_rows),
                   len(val_rows), output_dir,
@@ -365,51 +349,34 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
     coords = torch.from_numpy(coordinate_grid_batch(dataset, np.arange(len(dataset))))
     lengths = torch.from_numpy(lattice_lengths(dataset))
     sizes = voxel_sizes(lattice_lengths(dataset))
-    state = checkpoints.new_run_state() if fresh else checkpoints.resume(
-        run_name, config.to_dict(), epochs, model, optimizer, scheduler)
-    rng = np.random.default_rng(state["epoch"] + 1000 * continue_shipped)
-    for epoch in range(state["epoch"], epochs):
-        model.train()
-        began = time.perf_counter()
-        totals = np.zeros(5)
-        order = rng.permutation(train_rows)
-        for step in range(steps):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            rows = order[step * batch_size:(step + 1) * batch_size]
-            if len(rows) < 2:
-                continue
-            inputs, classes = vae_batch(dataset, rows, coords, lookup, rng)
-            maps = inputs[:, :config.channels]
-            condition = one_hot_condition(torch.from_numpy(deciles[rows]))
-            recon, logits, mu, logvar = model(inputs, condition)
-            mse = F.mse_loss(recon, maps)
-            lattice = F.mse_loss(lattice_from_coords_torch(recon[:, 1:4]), lengths[rows][:, None].expand(-1, 3))
-            species = F.cross_entropy(logits, block_majority(classes), weight=class_weight)
-            kld = kl_divergence(mu, logvar)
-            # Deep-feature consistency on one random crop per batch: the UNet is local, and a
-            # 16³ crop costs 1/8 of the whole map on the CPU.
-            size = torch.from_numpy(sizes[rows])
-            i, j, k = rng.integers(0, GRID - perceptual_crop + 1, size=3)
-            window = (slice(None), 0, slice(i, i + perceptual_crop), slice(j, j + perceptual_crop),
-                      slice(k, k + perceptual_crop))
-            perceptual = sum(F.mse_loss(a, b) for a, b in zip(unet.features(unet_input(recon[window], size)),
-                                                               unet.features(unet_input(maps[window], size))))
-            loss = mse + lattice_weight * lattice + species_weight * species + beta * kld + alpha * perceptual
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            totals += [mse.item(), lattice.item(), species.item(), kld.item(), float(perceptual.detach())]
+
+    def step(rows, rng):
+        inputs, classes = vae_batch(dataset, rows, coords, lookup, rng)
+        maps = inputs[:, :config.channels]
+        recon, logits, mu, logvar = model(inputs, one_hot_condition(torch.from_numpy(deciles[rows])))
+        parts = {"mse": F.mse_loss(recon, maps),
+                 "lattice_mse": F.mse_loss(lattice_from_coords_torch(recon[:, 1:4]),
+                                           lengths[rows][:, None].expand(-1, 3)),
+                 "species_ce": F.cross_entropy(logits, block_majority(classes), weight=class_weight),
+                 "kld": kl_divergence(mu, logvar)}
+        # Deep-feature consistency on one random crop per batch: the UNet is local, and a
+        # 16³ crop costs 1/8 of the whole map on the CPU.
+        size = torch.from_numpy(sizes[rows])
+        i, j, k = rng.integers(0, GRID - perceptual_crop + 1, size=3)
+        window = (slice(None), 0, slice(i, i + perceptual_crop), slice(j, j + perceptual_crop),
+                  slice(k, k + perceptual_crop))
+        parts["perceptual"] = sum(F.mse_loss(a, b) for a, b in zip(unet.features(unet_input(recon[window], size)),
+                                                                   unet.features(unet_input(maps[window], size))))
+        loss = (parts["mse"] + lattice_weight * parts["lattice_mse"] + species_weight * parts["species_ce"]
+                + beta * parts["kld"] + alpha * parts["perceptual"])
+        return loss, {key: float(value.detach()) for key, value in parts.items()}
+
+    def evaluate_epoch():
         metrics = evaluate_vae(model, dataset, val_rows[:400], coords, deciles, lookup)
-        selection = metrics["validation_mse"] + metrics["lattice_mae_angstrom"] + (1.0 - metrics["species_block_accuracy"])
-        mean = totals / steps
-        checkpoints.record_epoch(state, epoch + 1, selection, model,
-                                 {"mse": mean[0], "lattice_mse": mean[1], "species_ce": mean[2], "kld": mean[3],
-                                  "perceptual": mean[4], **metrics, "seconds": time.perf_counter() - began})
-        logger.info("VAE epoch %d/%d: %s", epoch + 1, epochs, state["history"][-1])
-        checkpoints.save(run_name, config.to_dict(), epochs, model, optimizer, scheduler, state)
-    model.load_state_dict(state["best"]["state"])
+        return metrics["validation_mse"] + metrics["lattice_mae_angstrom"] + (1.0 - metrics["species_block_accuracy"]), metrics
+
+    state = fit_epochs(run_name, config.to_dict(), epochs, model, optimizer, scheduler, train_rows, batch_size,
+                       step, evaluate_epoch, seed=1000 * continue_shipped, fresh=fresh, cancel=cancel)
     metrics = evaluate_vae(model, dataset, val_rows, coords, deciles, lookup)
     architecture = {**config.to_dict(), "decile_edges_eV_per_atom": [float(e) for e in edges]}
     stage = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "alpha": alpha,

@@ -8,7 +8,6 @@ the manifest entry and the model card into ``models/``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -22,8 +21,8 @@ from app.engine.properties.cgcnn import CGCNN, CGCNNConfig, batch_to_tensors
 from app.engine.properties.graph import GraphBatch
 from app.engine.core.paths import models_dir
 from app.engine.core.property_table import METALLIC_GAP_THRESHOLD_EV
+from app.engine.training.loop import fit_epochs
 from app.engine.core.registry import load_model, load_state_dict, save_manifest_entry, sha256_of
-from app.engine.training import checkpoints
 from app.engine.training.graph_cache import GraphDataset, load_dataset
 from app.engine.training.datasets import is_validation
 from app.engine.training.recipes import RECIPES, Recipe
@@ -134,47 +133,23 @@ def train(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.learning_rate, total_steps=epochs * steps_per_epoch, pct_start=0.1
     )
-    state = checkpoints.new_run_state() if fresh else checkpoints.resume(
-        name, config.to_dict(), epochs, model, optimizer, scheduler)
-    rng = np.random.default_rng(state["epoch"])
-
     target_scale = model.target_std.numpy()
-    for epoch in range(state["epoch"], epochs):
-        model.train()
-        began = time.perf_counter()
-        order = rng.permutation(train_rows)
-        total_loss = 0.0
-        for step in range(steps_per_epoch):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            rows = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            if len(rows) < 2:
-                continue
-            batch = batch_to_tensors(make_batch(dataset, rows))
-            labels = torch.from_numpy(_labels(dataset, recipe.targets, rows))
-            standardised = (labels - model.target_mean) / model.target_std
-            known = torch.isfinite(standardised)
-            output = model(batch)
-            loss = (output - torch.nan_to_num(standardised)).abs()[known].mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item()
+
+    def step(rows, _rng):
+        batch = batch_to_tensors(make_batch(dataset, rows))
+        labels = torch.from_numpy(_labels(dataset, recipe.targets, rows))
+        standardised = (labels - model.target_mean) / model.target_std
+        known = torch.isfinite(standardised)
+        loss = (model(batch) - torch.nan_to_num(standardised)).abs()[known].mean()
+        return loss, {"train_loss": loss.item()}
+
+    def evaluate_epoch():
         val_mae = mean_absolute_errors(predict_rows(model, dataset, val_rows), val_labels, recipe.targets)
         # Model selection on the mean standardised validation MAE over targets.
-        score = float(np.nanmean([val_mae[t] / s for t, s in zip(recipe.targets, target_scale)]))
-        checkpoints.record_epoch(state, epoch + 1, score, model,
-                                 {"train_loss": total_loss / steps_per_epoch, "val_mae": val_mae,
-                                  "seconds": time.perf_counter() - began})
-        logger.info("%s epoch %d/%d: loss %.4f val MAE %s (%.0f s)", name, epoch + 1, epochs,
-                    total_loss / steps_per_epoch, json.dumps({k: round(v, 4) for k, v in val_mae.items()}),
-                    state["history"][-1]["seconds"])
-        checkpoints.save(name, config.to_dict(), epochs, model, optimizer, scheduler, state)
-        if progress is not None:
-            progress(epoch + 1, epochs, f"epoch {epoch + 1}: {val_mae}")
+        return float(np.nanmean([val_mae[t] / s for t, s in zip(recipe.targets, target_scale)])), {"val_mae": val_mae}
 
-    model.load_state_dict(state["best"]["state"])
+    state = fit_epochs(name, config.to_dict(), epochs, model, optimizer, scheduler, train_rows, recipe.batch_size,
+                       step, evaluate_epoch, fresh=fresh, cancel=cancel, progress=progress)
     metrics = evaluate_model(model, dataset, val_rows, recipe)
     return _write_model(name, recipe, model, metrics, state["best"]["epoch"], epochs, len(train_rows), len(val_rows),
                         state["history"], output_dir)
