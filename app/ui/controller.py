@@ -289,11 +289,11 @@ class DesignController(QObject):
 
     # -- export and removal ------------------------------------------------------------------
 
-    async def export(self, records: list[CrystalRecord], folder: Path) -> ExportReport | None:
-        """Write the records' CIFs and summary to ``folder``; reports where they went."""
+    async def export(self, records: list[CrystalRecord], folder: Path, relaxed: bool = True) -> ExportReport | None:
+        """Write the records' CIFs (relaxed candidates relaxed, unless ``relaxed`` is False) and summary."""
         self.settings.last_export_folder = str(folder)
         try:
-            report = await export_records(records, folder)
+            report = await export_records(records, folder, relaxed=relaxed)
         except CrystalDesignerError as error:
             self._report("Export failed", str(error))
             return None

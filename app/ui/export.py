@@ -48,13 +48,13 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def export_now(records: list[CrystalRecord], folder: Path) -> ExportReport:
+def export_now(records: list[CrystalRecord], folder: Path, relaxed: bool = True) -> ExportReport:
     """Write the records (blocking; see :func:`export_records`)."""
     folder = Path(folder)
     report = ExportReport(folder)
     rows = []
     for record in records:
-        row = export_row(record)
+        row = export_row(record, relaxed=relaxed)
         if row is None:
             report.skipped.append(record.name)
         else:
@@ -74,12 +74,15 @@ def export_now(records: list[CrystalRecord], folder: Path) -> ExportReport:
     return report
 
 
-async def export_records(records: list[CrystalRecord], folder: Path) -> ExportReport:
+async def export_records(records: list[CrystalRecord], folder: Path, relaxed: bool = True) -> ExportReport:
     """Write CIFs and the summary in a thread (CIF symmetrisation takes ~10 ms per structure).
+
+    ``relaxed`` (default): relaxed candidates are written as their relaxed crystals; False writes the
+    decoded (unrelaxed) cells.
 
     Raises
     ------
     CrystalDesignerError
         When the folder or a file cannot be written (the engine's message).
     """
-    return await asyncio.get_running_loop().run_in_executor(None, export_now, list(records), Path(folder))
+    return await asyncio.get_running_loop().run_in_executor(None, export_now, list(records), Path(folder), relaxed)

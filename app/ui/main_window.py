@@ -314,7 +314,7 @@ class MainWindow(QMainWindow):
 
     async def export_to(self, records: list[rec.CrystalRecord], folder: Path):
         """Export and tell the user where the files went (and what was renamed or skipped)."""
-        report = await self.controller.export(records, folder)
+        report = await self.controller.export(records, folder, relaxed=not self.results.export_unrelaxed.isChecked())
         if report is not None:
             self.notifier.info("Export finished", report.summary())
         return report

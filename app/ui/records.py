@@ -70,6 +70,13 @@ class CrystalRecord:
     #: Disordered library entries: how they were predicted (``properties.disorder``): ``method``,
     #: ``note``, ``chosen`` and ``choices`` (each ``structure``, ``properties``, ``n_sites``).
     ordering: dict | None = None
+    #: Candidates after the funnel's last stages: ``generation.assessment.stability_record`` fields
+    #: (e_above_hull, decomposition, relaxed_space_group, relaxation_state, novelty …), the relaxed
+    #: crystal (parsed lazily from ``relaxed_cif``), and whether the viewer shows the unrelaxed one.
+    stability: dict = field(default_factory=dict)
+    relaxed_structure: object | None = None
+    relaxed_cif: str | None = None
+    show_unrelaxed: bool = False
     uid: int = field(default_factory=lambda: next(_uids))
 
     @property
@@ -91,6 +98,28 @@ class CrystalRecord:
                 logger.warning("The stored CIF of %s cannot be parsed: %s", self.name, error)
                 self.cif_text = None
         return self.structure
+
+    def get_relaxed_structure(self):
+        """The relaxed crystal of a relaxed candidate (parsed from its CIF on first use), else None."""
+        if self.relaxed_structure is None and self.relaxed_cif:
+            from pymatgen.core import Structure
+
+            try:
+                self.relaxed_structure = Structure.from_str(self.relaxed_cif, fmt="cif")
+            except Exception as error:  # a hand-edited session file
+                logger.warning("The stored relaxed CIF of %s cannot be parsed: %s", self.name, error)
+                self.relaxed_cif = None
+        return self.relaxed_structure
+
+    def shown_structure(self):
+        """What the viewer shows: the relaxed crystal unless the user chose the unrelaxed one."""
+        relaxed = None if self.show_unrelaxed else self.get_relaxed_structure()
+        return relaxed if relaxed is not None else self.get_structure()
+
+    @property
+    def e_above_hull(self) -> float | None:
+        value = self.stability.get("e_above_hull")
+        return None if value is None else float(value)
 
     def property(self, key: str) -> float | None:
         value = self.properties.get(key)
@@ -138,8 +167,6 @@ def choose_ordering(record: CrystalRecord, index: int) -> None:
     record.properties = dict(choice["properties"])
 
 
-
-
 def candidate_name(base_name: str | None, index: int, formula: str | None) -> str:
     stem = (base_name or "random").rsplit(".", 1)[0]
     return f"{stem}_gen{index:05d}_{formula or 'none'}"
@@ -154,6 +181,8 @@ def candidate_record(payload: dict, base_name: str | None) -> CrystalRecord:
         properties=dict(payload.get("properties") or {}), flags=dict(payload.get("flags") or {}),
         kept=bool(payload.get("kept")), latent_distance=payload.get("latent_distance"),
         base_name=base_name, index=payload.get("index"), density=payload.get("density"),
+        stability=dict(payload.get("stability") or {}), relaxed_structure=payload.get("relaxed_structure"),
+        relaxed_cif=payload.get("relaxed_cif"),
     )
 
 
@@ -174,7 +203,8 @@ def to_session(record: CrystalRecord) -> dict | None:
         return {"name": record.name, "cif": record.cif_text, "formula": record.formula,
                 "space_group": record.space_group, "n_sites": record.n_sites,
                 "properties": _clean_properties(record.properties), "flags": dict(record.flags),
-                "latent_distance": record.latent_distance, "base": record.base_name, "index": record.index}
+                "latent_distance": record.latent_distance, "base": record.base_name, "index": record.index,
+                "stability": dict(record.stability), "relaxed_cif": record.relaxed_cif}
     return None
 
 
@@ -200,14 +230,23 @@ def candidate_from_session(data: dict) -> CrystalRecord:
         formula=data.get("formula"), space_group=data.get("space_group"), n_sites=data.get("n_sites"),
         properties=dict(data.get("properties") or {}), flags=dict(data.get("flags") or {}), kept=True,
         latent_distance=data.get("latent_distance"), base_name=data.get("base"), index=data.get("index"),
+        stability=dict(data.get("stability") or {}), relaxed_cif=data.get("relaxed_cif"),
     )
 
 
 # --- export -------------------------------------------------------------------------------------
 
-def export_row(record: CrystalRecord) -> dict | None:
-    """The row ``export_structures`` writes for this record; None when it has no structure."""
-    structure = record.get_structure()
+#: Stability fields exported per candidate (keys of ``CrystalRecord.stability``).
+EXPORTED_STABILITY_FIELDS = ("e_above_hull", "decomposition", "relaxed_space_group", "relaxation_state", "novelty")
+
+
+def export_row(record: CrystalRecord, relaxed: bool = True) -> dict | None:
+    """The row ``export_structures`` writes for this record; None when it has no structure.
+
+    ``relaxed``: write a relaxed candidate's relaxed crystal (else the decoded one).
+    """
+    relaxed_structure = record.get_relaxed_structure() if relaxed else None
+    structure = relaxed_structure if relaxed_structure is not None else record.get_structure()
     if structure is None:
         return None
     row = {"structure": structure, "name": record.name, "formula": record.formula or
@@ -217,4 +256,6 @@ def export_row(record: CrystalRecord) -> dict | None:
     if record.is_candidate:
         row.update({"base": record.base_name, "latent_distance": record.latent_distance, "kept": record.kept})
         row.update({f"flag_{stage.key}": record.flags.get(stage.key) for stage in FUNNEL_STAGES[1:]})
+        row.update({key: record.stability.get(key) for key in EXPORTED_STABILITY_FIELDS})
+        row["cif_is_relaxed"] = relaxed_structure is not None
     return row

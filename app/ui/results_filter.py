@@ -24,6 +24,7 @@ class ResultsFilter(QSortFilterProxyModel):
         self._text = ""
         self._origin: str | None = None
         self._kept_only = False
+        self._max_e_above_hull: float | None = None
 
     @property
     def windows(self) -> Windows:
@@ -55,10 +56,19 @@ class ResultsFilter(QSortFilterProxyModel):
             self._kept_only = kept_only
             self.invalidateRowsFilter()
 
+    def set_max_e_above_hull(self, value: float | None) -> None:
+        """Show only candidates at most ``value`` eV/atom above the hull (None: no limit; library rows stay)."""
+        if value != self._max_e_above_hull:
+            self._max_e_above_hull = value
+            self.invalidateRowsFilter()
+
     def accepts(self, record: CrystalRecord) -> bool:
         if self._origin is not None and record.origin != self._origin:
             return False
         if self._kept_only and record.origin == GENERATED and not record.kept:
+            return False
+        if self._max_e_above_hull is not None and record.origin == GENERATED and not (
+                record.e_above_hull is not None and record.e_above_hull <= self._max_e_above_hull):
             return False
         if self._text and self._text not in record.name.lower() and self._text not in (record.formula or "").lower():
             return False

@@ -91,12 +91,21 @@ COLUMNS: tuple[Column, ...] = (
     Column("status", "Status", _status, _status, "Reading/prediction state, or why a candidate was rejected"),
     Column("valid", "Valid", _validity, _validity, ", ".join(s.label for s in FUNNEL_STAGES if s.validity)),
     Column("novel", "Novelty", _novelty, _novelty, "Neither the base nor a training crystal (structure match)"),
+    Column("e_above_hull", "E_hull\n(eV/atom)", lambda r: _number(r.e_above_hull),
+           lambda r: r.e_above_hull,
+           "Energy above the reference convex hull of the relaxed crystal (predicted formation energy)"),
+    Column("decomposition", "Decomposition", lambda r: r.stability.get("decomposition") or "",
+           lambda r: r.stability.get("decomposition") or "", "The hull phases it would decompose into"),
+    Column("relaxed_space_group", "Relaxed\nspace group", lambda r: r.stability.get("relaxed_space_group") or "",
+           lambda r: r.stability.get("relaxed_space_group") or "", "Space group of the relaxed, refined crystal"),
+    Column("relaxation", "Relaxation", lambda r: r.stability.get("relaxation_state") or "",
+           lambda r: r.stability.get("relaxation_state") or "", "CHGNet relaxation: relaxed, failed (why) or not relaxed"),
     Column("distance", "Distance\nto base", lambda r: _number(r.latent_distance, 2), lambda r: r.latent_distance,
            "Distance of the candidate's latent vector from the base's (latent units)"),
     *(_property_column(spec) for spec in PROPERTIES),
 )
 COLUMN_INDEX = {column.key: i for i, column in enumerate(COLUMNS)}
-NUMERIC_COLUMNS = frozenset({"sites", "distance", *(spec.key for spec in PROPERTIES)})
+NUMERIC_COLUMNS = frozenset({"sites", "distance", "e_above_hull", *(spec.key for spec in PROPERTIES)})
 
 
 class ResultsModel(QAbstractTableModel):

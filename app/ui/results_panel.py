@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                               QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit,
+                               QPushButton, QTableView, QVBoxLayout, QWidget)
 
 from app.engine.core.property_table import PROPERTIES
 from app.ui.records import GENERATED, LIBRARY, CrystalRecord
@@ -13,7 +13,8 @@ from app.ui.results_model import COLUMN_INDEX, RECORD_ROLE, ResultsModel
 
 ORIGIN_CHOICES = (("All rows", None), ("Library", LIBRARY), ("Generated", GENERATED))
 _COLUMN_WIDTHS = {"origin": 70, "name": 170, "formula": 80, "space_group": 100, "sites": 45, "status": 170,
-                  "valid": 60, "novel": 60, "distance": 70}
+                  "valid": 60, "novel": 60, "distance": 70, "e_above_hull": 70,
+                  "decomposition": 120, "relaxed_space_group": 90, "relaxation": 90}
 
 
 class ResultsPanel(QWidget):
@@ -59,6 +60,20 @@ class ResultsPanel(QWidget):
         self.origin.currentIndexChanged.connect(lambda _i: self.filter.set_origin(self.origin.currentData()))
         self.kept_only = QCheckBox("Hide rejected candidates")
         self.kept_only.toggled.connect(self.filter.set_kept_only)
+        # E_hull filter: the lowest value means "any" (no limit).
+        self.max_e_above_hull = QDoubleSpinBox()
+        self.max_e_above_hull.setRange(-0.01, 5.0)
+        self.max_e_above_hull.setSingleStep(0.05)
+        self.max_e_above_hull.setDecimals(2)
+        self.max_e_above_hull.setSpecialValueText("E_hull: any")
+        self.max_e_above_hull.setPrefix("E_hull ≤ ")
+        self.max_e_above_hull.setSuffix(" eV/atom")
+        self.max_e_above_hull.setValue(-0.01)
+        self.max_e_above_hull.setToolTip("Show only candidates at most this far above the convex hull")
+        self.max_e_above_hull.valueChanged.connect(
+            lambda value: self.filter.set_max_e_above_hull(None if value < 0 else value))
+        self.export_unrelaxed = QCheckBox("Export unrelaxed")
+        self.export_unrelaxed.setToolTip("Write the decoded cells of relaxed candidates instead of the relaxed ones")
         self.count = QLabel("")
         self.windows_note = QLabel("")
         self.windows_note.setStyleSheet("color: #1f5fa0;")
@@ -70,8 +85,10 @@ class ResultsPanel(QWidget):
         bar.addWidget(self.text, 1)
         bar.addWidget(self.origin)
         bar.addWidget(self.kept_only)
+        bar.addWidget(self.max_e_above_hull)
         bar.addWidget(self.windows_note)
         bar.addWidget(self.count)
+        bar.addWidget(self.export_unrelaxed)
         bar.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)

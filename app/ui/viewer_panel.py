@@ -230,7 +230,8 @@ class ViewerPanel(QWidget):
         plotter.clear()
         self._iso_actor = None
         record = self._record
-        structure = record.get_structure() if record is not None else None
+        # Relaxed candidates show their relaxed crystal unless the user chose the unrelaxed one.
+        structure = record.shown_structure() if record is not None else None
         if structure is None:
             if record is not None:
                 self.note.setText(record.error or "no structure to show")

@@ -109,7 +109,9 @@ def _disordered_result(predictor, entry: dict) -> dict:
 
 
 def _candidate_payload(candidate) -> dict:
-    """What the app needs of one candidate; the structure, CIF and density only if kept."""
+    """What the app needs of one candidate; the structures, CIFs and density only if kept."""
+    from app.engine.generation.assessment import stability_record
+
     payload = {
         "index": candidate.index,
         "formula": candidate.formula,
@@ -120,12 +122,18 @@ def _candidate_payload(candidate) -> dict:
         "error": candidate.error,
         "n_sites": len(candidate.structure) if candidate.structure is not None else None,
         "structure": None, "cif": None, "density": None, "space_group": None,
+        "relaxed_structure": None, "relaxed_cif": None, "stability": stability_record(candidate),
     }
     if candidate.kept and candidate.structure is not None:
         from pymatgen.io.cif import CifWriter
 
         payload.update(structure=candidate.structure, cif=str(CifWriter(candidate.structure)),
                        density=candidate.density, space_group=candidate.space_group)
+        if candidate.relaxed_structure is not None:
+            payload.update(relaxed_structure=candidate.relaxed_structure,
+                           relaxed_cif=str(CifWriter(candidate.relaxed_structure)))
+    payload["stability"].pop("relaxation", None)  # the app shows the state; the record stays small
+    payload["stability"].pop("unrelaxed_properties", None)
     return payload
 
 
@@ -141,13 +149,20 @@ def generate(context, settings, base=None, second=None) -> dict:
     Returns
     -------
     dict
-        ``{"funnel": {stage key: count}}``.
+        ``{"funnel": {stage key: count}, "sun": stable + unique + novel count}``.
     """
     generator = context.models.generator
     pending: list[dict] = []
 
+    # Kept candidates change in the last stages (relaxation, hull, novelty): they are sent once
+    # those are done; the rejected ones stream batch by batch.
+    held: list = []
+
     def on_candidate(candidate) -> None:
-        pending.append(_candidate_payload(candidate))
+        if candidate.kept:
+            held.append(candidate)
+        else:
+            pending.append(_candidate_payload(candidate))
 
     def progress(done: int, total: int, message: str = "") -> None:
         # One message per batch: the candidates first, so counts and rows agree in the app.
@@ -158,8 +173,9 @@ def generate(context, settings, base=None, second=None) -> dict:
 
     result = generator.generate(settings, base=base, second=second, progress=progress,
                                 cancel=context.cancel, on_candidate=on_candidate)
+    pending.extend(_candidate_payload(candidate) for candidate in held)
     context.emit(pending)
-    return {"funnel": dict(result.funnel)}
+    return {"funnel": dict(result.funnel), "sun": result.sun}
 
 
 @runs_between_batches
