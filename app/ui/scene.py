@@ -1,9 +1,10 @@
-"""pyvista meshes for the 3-D viewer: balls, sticks, cell outline, density map (no Qt here).
+"""pyvista meshes and drawing for the 3-D view: balls, sticks, polyhedra, cell, axes, density (no Qt).
 
 All lengths are Å in the crystal's Cartesian frame. The density box of the ICSG3D representation
 spans [−0.25, 1.25) of the cell along each axis; its voxel centres are at
 ``app.engine.generation.density.box_fractions()``, so the map is placed with origin ``u₀·a`` and spacing
-``1.5·a/32`` per axis.
+``1.5·a/32`` per axis. :func:`draw_structure` is the one drawing routine of the window's viewer
+and of ``--self-test``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,23 @@ from dataclasses import dataclass
 import numpy as np
 import pyvista as pv
 
-from app.ui.element_style import covalent_radius, element_colour, is_metal
+from app.ui.element_style import covalent_radius, element_colour, element_radius, is_metal
 
-#: Ball radius as a fraction of the covalent radius (ball-and-stick look).
-ATOM_SCALE = 0.35
-#: Two atoms are bonded when closer than this factor times the sum of their covalent radii.
+#: Ball radius as a fraction of the chosen element radius (ball-and-stick look; the user scales it).
+ATOM_SCALE = 0.4
+#: Two atoms are bonded when closer than this factor times the sum of their covalent radii
+#: (one cutoff per element pair).
 BOND_TOLERANCE = 1.15
 BOND_RADIUS = 0.1
 #: Atoms this close (fractional units) to a cell face are also drawn on the opposite face.
 FACE_TOLERANCE = 1e-3
 CELL_COLOUR = (0.2, 0.2, 0.2)
-ISOSURFACE_COLOUR = (0.27, 0.51, 0.71)
+DENSITY_CMAP = "viridis"
+DENSITY_OPACITY = 0.35
+#: Polyhedra are drawn around cations with at least this many anion neighbours.
+MIN_POLYHEDRON_VERTICES = 4
+#: Shading of balls and sticks: a soft specular highlight as in VESTA.
+MATERIAL = {"smooth_shading": True, "specular": 0.45, "specular_power": 25.0, "ambient": 0.15, "diffuse": 0.85}
 
 
 @dataclass
@@ -46,16 +53,41 @@ class DensityView:
     structure: object
 
 
+def candidate_density_view(record) -> DensityView | None:
+    """The decoded map a candidate record carries, with its segmented structure (None otherwise)."""
+    structure = record.get_structure() if getattr(record, "is_candidate", False) else None
+    if structure is None or record.density is None:
+        return None
+    return DensityView(np.asarray(record.density, dtype=np.float32), tuple(structure.lattice.abc), structure)
+
+
 @dataclass
 class DisplayAtoms:
-    """Atoms as drawn: element symbols and Cartesian positions (Å), shape (n, 3)."""
+    """Atoms as drawn.
+
+    Attributes
+    ----------
+    symbols : list of str
+    positions : numpy.ndarray
+        Cartesian positions (Å), shape (n, 3).
+    site_indices : numpy.ndarray
+        Shape (n,), index of the structure site each drawn atom is an image of.
+    frac : numpy.ndarray
+        Shape (n, 3), fractional coordinates as drawn (images lie outside [0, 1)).
+    """
 
     symbols: list[str]
     positions: np.ndarray
+    site_indices: np.ndarray
+    frac: np.ndarray
+
+
+def _symbol(site) -> str:
+    return site.specie.symbol if hasattr(site.specie, "symbol") else str(site.specie)
 
 
 def display_atoms(structure, repeat: tuple[int, int, int] = (1, 1, 1)) -> DisplayAtoms:
-    """Sites of a ``repeat`` supercell, plus the copies of face atoms on the opposite faces.
+    """Sites of a ``repeat`` supercell, plus their images on the far faces, edges and corners (as VESTA).
 
     Parameters
     ----------
@@ -66,17 +98,18 @@ def display_atoms(structure, repeat: tuple[int, int, int] = (1, 1, 1)) -> Displa
     repeat_array = np.asarray(repeat, dtype=np.int64)
     frac = np.mod(structure.frac_coords, 1.0)
     frac[frac > 1.0 - FACE_TOLERANCE] = 0.0  # 0.9999… and 0 are the same position
-    symbols0 = [site.specie.symbol if hasattr(site.specie, "symbol") else str(site.specie) for site in structure]
+    symbols0 = [_symbol(site) for site in structure]
     shifts = np.array(list(itertools.product(*(range(n) for n in repeat_array))), dtype=np.float64)
     points = (frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
-    symbols = symbols0 * len(shifts)
+    sites = np.tile(np.arange(len(structure)), len(shifts))
     for axis in range(3):  # each pass also copies copies, so edges and corners get all their atoms
         on_face = points[:, axis] < FACE_TOLERANCE
         extra = points[on_face].copy()
         extra[:, axis] += repeat_array[axis]
         points = np.vstack([points, extra])
-        symbols = symbols + [s for s, face in zip(symbols, on_face) if face]
-    return DisplayAtoms(symbols, points @ structure.lattice.matrix)
+        sites = np.concatenate([sites, sites[on_face]])
+    symbols = [symbols0[i] for i in sites]
+    return DisplayAtoms(symbols, points @ structure.lattice.matrix, sites, points)
 
 
 def bond_pairs(atoms: DisplayAtoms) -> np.ndarray:
@@ -103,20 +136,27 @@ def bond_pairs(atoms: DisplayAtoms) -> np.ndarray:
     return pairs[keep]
 
 
-def _rgb(symbols: list[str]) -> np.ndarray:
-    return (np.array([element_colour(s) for s in symbols]) * 255).astype(np.uint8)
+def _rgb(symbols: list[str], scheme: str = "VESTA") -> np.ndarray:
+    return (np.array([element_colour(s, scheme) for s in symbols]) * 255).astype(np.uint8)
 
 
-def atoms_mesh(atoms: DisplayAtoms) -> pv.PolyData:
-    """Spheres with point array ``rgb`` (uint8)."""
+def atom_radii(symbols: list[str], radius_kind: str = "atomic", scale: float = 1.0) -> np.ndarray:
+    """Drawn ball radii (Å): ATOM_SCALE × ``scale`` × the element's ``radius_kind`` radius."""
+    return np.array([ATOM_SCALE * scale * element_radius(s, radius_kind) for s in symbols])
+
+
+def atoms_mesh(atoms: DisplayAtoms, radius_kind: str = "atomic", scale: float = 1.0,
+               scheme: str = "VESTA") -> pv.PolyData:
+    """Spheres with point arrays ``rgb`` (uint8) and ``atom`` (index into ``atoms``, for picking)."""
     cloud = pv.PolyData(atoms.positions)
-    cloud.point_data["radius"] = np.array([ATOM_SCALE * covalent_radius(s) for s in atoms.symbols])
-    cloud.point_data["rgb"] = _rgb(atoms.symbols)
+    cloud.point_data["radius"] = atom_radii(atoms.symbols, radius_kind, scale)
+    cloud.point_data["rgb"] = _rgb(atoms.symbols, scheme)
+    cloud.point_data["atom"] = np.arange(len(atoms.symbols), dtype=np.int32)
     sphere = pv.Sphere(radius=1.0, theta_resolution=20, phi_resolution=20)
     return cloud.glyph(geom=sphere, scale="radius", orient=False)
 
 
-def bonds_mesh(atoms: DisplayAtoms, pairs: np.ndarray) -> pv.PolyData | None:
+def bonds_mesh(atoms: DisplayAtoms, pairs: np.ndarray, scheme: str = "VESTA") -> pv.PolyData | None:
     """Sticks as two halves, each in its atom's colour (cell array ``rgb``); None without bonds."""
     if len(pairs) == 0:
         return None
@@ -128,8 +168,40 @@ def bonds_mesh(atoms: DisplayAtoms, pairs: np.ndarray) -> pv.PolyData | None:
     second = np.column_stack([np.full(n, 2), np.arange(n) + 2 * n, np.arange(n) + n])
     lines = pv.PolyData(points, lines=np.vstack([first, second]).ravel())
     symbols = np.array(atoms.symbols)
-    lines.cell_data["rgb"] = _rgb(list(symbols[pairs[:, 0]]) + list(symbols[pairs[:, 1]]))
+    lines.cell_data["rgb"] = _rgb(list(symbols[pairs[:, 0]]) + list(symbols[pairs[:, 1]]), scheme)
     return lines.tube(radius=BOND_RADIUS, n_sides=12)
+
+
+def polyhedra_mesh(atoms: DisplayAtoms, pairs: np.ndarray, scheme: str = "VESTA") -> pv.PolyData | None:
+    """Coordination polyhedra (convex hulls of bonded anions) around cations, in the cation's colour."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    neighbours: dict[int, list[int]] = {}
+    for i, j in pairs:
+        neighbours.setdefault(int(i), []).append(int(j))
+        neighbours.setdefault(int(j), []).append(int(i))
+    points, faces, colours = [], [], []
+    offset = 0
+    for centre, around in neighbours.items():
+        if not is_metal(atoms.symbols[centre]):
+            continue
+        anions = [k for k in around if not is_metal(atoms.symbols[k])]
+        if len(anions) < MIN_POLYHEDRON_VERTICES:
+            continue
+        vertices = atoms.positions[anions]
+        try:
+            hull = ConvexHull(vertices)
+        except QhullError:  # flat arrangements have no volume
+            continue
+        points.append(vertices)
+        faces.extend(np.column_stack([np.full(len(hull.simplices), 3), hull.simplices + offset]))
+        colours.extend([element_colour(atoms.symbols[centre], scheme)] * len(hull.simplices))
+        offset += len(vertices)
+    if not points:
+        return None
+    mesh = pv.PolyData(np.vstack(points), faces=np.asarray(faces).ravel())
+    mesh.cell_data["rgb"] = (np.array(colours) * 255).astype(np.uint8)
+    return mesh
 
 
 def cell_outline(lattice_matrix: np.ndarray) -> pv.PolyData:
@@ -140,15 +212,92 @@ def cell_outline(lattice_matrix: np.ndarray) -> pv.PolyData:
                        lines=np.array([[2, i, j] for i, j in edges]).ravel())
 
 
-def density_grid(view: DensityView) -> pv.ImageData:
-    """The map as point data ``density`` on the voxel centres of the box around the cell."""
+@dataclass
+class StructureStyle:
+    """What :func:`draw_structure` draws and how."""
+
+    radius_kind: str = "atomic"
+    scale: float = 1.0
+    scheme: str = "VESTA"
+    bonds: bool = True
+    cell: bool = True
+    polyhedra: bool = False
+    repeat: tuple[int, int, int] = (1, 1, 1)
+
+
+def draw_structure(plotter, structure, style: StructureStyle | None = None) -> DisplayAtoms:
+    """Add atoms, bonds, polyhedra and the cell of ``structure`` to a pyvista plotter (no render).
+
+    Returns
+    -------
+    DisplayAtoms
+        The atoms drawn (actor ``atoms`` has their index as point array ``atom``).
+    """
+    style = style or StructureStyle()
+    atoms = display_atoms(structure, style.repeat)
+    plotter.add_mesh(atoms_mesh(atoms, style.radius_kind, style.scale, style.scheme), scalars="rgb", rgb=True,
+                     render=False, name="atoms", **MATERIAL)
+    pairs = bond_pairs(atoms) if (style.bonds or style.polyhedra) else None
+    if style.bonds:
+        bonds = bonds_mesh(atoms, pairs, style.scheme)
+        if bonds is not None:
+            plotter.add_mesh(bonds, scalars="rgb", rgb=True, render=False, name="bonds", pickable=False, **MATERIAL)
+    if style.polyhedra:
+        polyhedra = polyhedra_mesh(atoms, pairs, style.scheme)
+        if polyhedra is not None:
+            plotter.add_mesh(polyhedra, scalars="rgb", rgb=True, opacity=0.45, render=False, name="polyhedra",
+                             pickable=False, show_edges=True, edge_color=(0.3, 0.3, 0.3))
+    if style.cell:
+        plotter.add_mesh(cell_outline(structure.lattice.matrix), color=CELL_COLOUR, line_width=2, render=False,
+                         name="cell", pickable=False)
+    return atoms
+
+
+def add_lattice_axes(plotter, lattice_matrix: np.ndarray):
+    """An a, b, c triad in the lower-left corner, its arrows along the cell vectors."""
+    import vtk
+
+    axes = plotter.add_axes(xlabel="a", ylabel="b", zlabel="c", line_width=2, color="black")
+    try:
+        actor = plotter.renderer.axes_actor
+        directions = np.asarray(lattice_matrix, dtype=np.float64)
+        directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+        matrix = vtk.vtkMatrix4x4()
+        for row in range(3):
+            for column in range(3):
+                matrix.SetElement(row, column, directions[column, row])  # columns are a, b, c
+        actor.SetUserMatrix(matrix)
+    except AttributeError:  # an older pyvista: the plain x, y, z triad stays
+        pass
+    return axes
+
+
+def element_legend(symbols: list[str], scheme: str = "VESTA") -> list[tuple[str, tuple[float, float, float]]]:
+    """(symbol, colour) of each element present, in order of atomic number."""
+    from pymatgen.core import Element
+
+    def atomic_number(symbol: str) -> int:
+        try:
+            return Element(symbol).Z
+        except ValueError:
+            return 999
+
+    return [(s, element_colour(s, scheme)) for s in sorted(set(symbols), key=atomic_number)]
+
+
+def density_grid(view: DensityView, offset: np.ndarray | None = None) -> pv.ImageData:
+    """The map as point data ``density`` on the voxel centres of the box around the cell.
+
+    ``offset`` (Å, shape (3,)) moves it, e.g. to show a decoded map beside its structure.
+    """
     from app.engine.generation.density import BOX_MARGIN, box_fractions
 
     grid_size = view.density.shape[0]
     abc = np.asarray(view.lattice_abc, dtype=np.float64)
     first = box_fractions(grid_size)[0]
+    origin = first * abc + (np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64))
     grid = pv.ImageData(dimensions=view.density.shape, spacing=tuple(abc * (1.0 + 2 * BOX_MARGIN) / grid_size),
-                        origin=tuple(first * abc))
+                        origin=tuple(origin))
     # VTK stores x fastest; array axis 0 is x, so Fortran order.
     grid.point_data["density"] = np.asarray(view.density, dtype=np.float32).ravel(order="F")
     return grid
@@ -175,11 +324,18 @@ def level_at(fraction: float, low: float, high: float) -> float:
 
 
 def isosurface(grid: pv.ImageData, level: float) -> pv.PolyData | None:
-    """Surface where the density equals ``level``; None if empty."""
+    """Surface where the density equals ``level`` (carries point array ``density``); None if empty."""
     surface = grid.contour(isosurfaces=[level], scalars="density")
     return surface if surface.n_points else None
 
 
-def orthogonal_slices(grid: pv.ImageData) -> pv.MultiBlock:
-    """Three slices through the box centre, normal to x, y and z."""
-    return grid.slice_orthogonal()
+def orthogonal_slices(grid: pv.ImageData, lattice_abc, offset: np.ndarray | None = None) -> pv.MultiBlock:
+    """Three slices through the cell centre, normal to a, b and c, within the cell (not the whole box).
+
+    ``offset`` (Å) is where the cell's origin is (as given to :func:`density_grid`).
+    """
+    low = np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64)
+    high = low + np.asarray(lattice_abc, dtype=np.float64)
+    cell = grid.clip_box((low[0], high[0], low[1], high[1], low[2], high[2]), invert=False)
+    centre = (low + high) / 2
+    return cell.slice_orthogonal(x=centre[0], y=centre[1], z=centre[2])

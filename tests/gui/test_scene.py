@@ -64,3 +64,48 @@ def test_density_grid_spans_the_box_around_the_cell(example):
     low, high = scene.level_range(encoded.density)
     surface = scene.isosurface(grid, scene.level_at(0.7, low, high))
     assert surface is not None and surface.n_points > 0
+
+
+def test_face_images_remember_their_site_and_polyhedra_surround_cations():
+    perovskite = Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.9), ["Sr", "Ti", "O"],
+                                           [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+    atoms = scene.display_atoms(perovskite)
+    corner_images = [i for i, s in enumerate(atoms.symbols) if s == "Sr"]
+    assert len(corner_images) == 8 and set(atoms.site_indices[corner_images]) == {0}
+    assert np.allclose(atoms.frac @ perovskite.lattice.matrix, atoms.positions)
+    polyhedra = scene.polyhedra_mesh(atoms, scene.bond_pairs(atoms))
+    assert polyhedra is not None and polyhedra.n_cells == 8  # one octahedron around Ti
+
+
+def test_shortest_image_distance_and_angle_of_picks(example):
+    from app.engine.io.crystal_io import read_crystal_file
+    from app.ui.viewer_panel import pick_report
+
+    nacl = read_crystal_file(example("NaCl"))[0].structure
+    atoms = scene.display_atoms(nacl)
+    sodium = [i for i, s in enumerate(atoms.symbols) if s == "Na"]
+    far = max(sodium, key=lambda i: np.linalg.norm(atoms.positions[i]))
+    assert "0.00 Å" in pick_report(nacl, atoms, [sodium[0], far])  # images of one site
+    assert "as drawn" in pick_report(nacl, atoms, [sodium[0], far])
+    chlorine = min((i for i, s in enumerate(atoms.symbols) if s == "Cl"),
+                   key=lambda i: np.linalg.norm(atoms.positions[i] - atoms.positions[far]))
+    assert "2.82 Å" in pick_report(nacl, atoms, [far, chlorine])
+    a = nacl.lattice.a
+
+    def at(symbol, frac):
+        return next(i for i, s in enumerate(atoms.symbols) if s == symbol and np.allclose(atoms.frac[i], frac))
+
+    # At Cl (½, 0, 0), the Na at the origin and the Na at (½, ½, 0) are at right angles.
+    assert "90.0°" in pick_report(nacl, atoms, [at("Na", [0, 0, 0]), at("Cl", [0.5, 0, 0]), at("Na", [0.5, 0.5, 0])])
+    assert a == pytest.approx(5.64, abs=0.01)
+
+
+def test_slices_stay_inside_the_cell(example):
+    from app.engine.io.crystal_io import read_crystal_file
+
+    encoded = encode(read_crystal_file(example("NaCl"))[0].structure)
+    view = scene.DensityView(encoded.density, tuple(encoded.lattice_abc), encoded.structure)
+    slices = scene.orthogonal_slices(scene.density_grid(view), view.lattice_abc)
+    a = encoded.lattice_abc[0]
+    bounds = slices.bounds
+    assert bounds[0] >= -1e-6 and bounds[1] <= a + 1e-6

@@ -60,3 +60,83 @@ def test_candidate_shows_its_decoded_density_with_the_atoms(window, run, example
     assert np.allclose(viewer.density_view.density, candidate.density.astype(np.float32))
     assert {"atoms", "isosurface"} <= _actors(window)
     assert "CsCl_gen00007" in viewer.title.text()
+
+
+def _display_position(viewer, point):
+    """VTK display coordinates (pixels, origin bottom left) of a world point."""
+    renderer = viewer.plotter.renderer
+    renderer.SetWorldPoint(*point, 1.0)
+    renderer.WorldToDisplay()
+    x, y, _ = renderer.GetDisplayPoint()
+    return round(x), round(y)
+
+
+def test_legend_lists_the_elements_and_isosurface_changes_pixels(window, run, example):
+    run(window.open_paths([example("SrTiO3")]))
+    viewer = window.viewer
+    run(viewer.wait_density())
+    assert viewer.legend_symbols == ["O", "Ti", "Sr"]  # by atomic number
+    assert all(symbol in viewer.legend.text() for symbol in ("O", "Ti", "Sr"))
+    assert "isosurface" in _actors(window) and viewer.plotter.scalar_bars  # visible by default, with a colour bar
+    with_map = viewer.plotter.screenshot(return_img=True).astype(int)
+    viewer.show_density.setChecked(False)
+    without_map = viewer.plotter.screenshot(return_img=True).astype(int)
+    assert "isosurface" not in _actors(window)
+    changed = np.any(np.abs(with_map - without_map) > 10, axis=2).mean()
+    assert changed > 0.02, f"only {changed:.1%} of the pixels changed when the isosurface was hidden"
+
+
+def test_clicking_two_neighbouring_atoms_of_rock_salt_reports_their_distance(window, run, example):
+    run(window.open_paths([example("NaCl")]))
+    viewer = window.viewer
+    viewer.show_density.setChecked(False)
+    viewer.view_along("c")
+    viewer.orthographic.setChecked(True)
+    atoms = viewer.displayed_atoms
+    # The Na at the origin and the Cl half a cell along a; seen down c, neither hides behind another atom
+    # when they lie on the top face (largest z).
+    top = atoms.positions[:, 2].max()
+    sodium = next(i for i, (s, p) in enumerate(zip(atoms.symbols, atoms.positions))
+                  if s == "Na" and np.allclose(p, [0, 0, top], atol=1e-3))
+    chlorine = next(i for i, (s, p) in enumerate(zip(atoms.symbols, atoms.positions))
+                    if s == "Cl" and np.allclose(p, [atoms.positions[:, 0].max() / 2, 0, top], atol=1e-3))
+    assert viewer.pick_at(*_display_position(viewer, atoms.positions[sodium])) == sodium
+    assert "Na" in viewer.pick_label.text() and "frac (0.0000, 0.0000," in viewer.pick_label.text()
+    assert viewer.pick_at(*_display_position(viewer, atoms.positions[chlorine])) == chlorine
+    assert "2.82 Å" in viewer.pick_label.text()
+    assert "2.82 Å" in window.status.currentMessage()
+    angle = viewer.pick_atom(next(i for i, s in enumerate(atoms.symbols) if s == "Na"
+                                  and np.allclose(atoms.positions[i], [atoms.positions[:, 0].max(), 0, top])))
+    assert "180.0°" in angle  # Na – Cl – Na along a
+
+
+def test_polyhedra_views_projection_and_image_export(window, run, example, tmp_path):
+    from PIL import Image
+
+    run(window.open_paths([example("SrTiO3")]))
+    viewer = window.viewer
+    viewer.show_polyhedra.setChecked(True)
+    assert "polyhedra" in _actors(window)  # TiO6 octahedra
+    for axis in ("a", "b", "c", "reset"):
+        viewer.view_along(axis)
+    viewer.view_along("a")
+    direction = np.array(viewer.plotter.camera.position) - np.array(viewer.plotter.camera.focal_point)
+    assert abs(direction[1]) < 1e-6 and abs(direction[2]) < 1e-6 and direction[0] > 0
+    viewer.orthographic.setChecked(True)
+    assert viewer.plotter.camera.GetParallelProjection()
+    path = tmp_path / "view.png"
+    viewer.export_image(str(path), (800, 600))
+    assert Image.open(path).size == (800, 600)
+
+
+def test_atom_size_follows_the_radius_choice(window, run, example):
+    run(window.open_paths([example("NaCl")]))
+    viewer = window.viewer
+    viewer.show_density.setChecked(False)
+    atomic = viewer.plotter.renderer.actors["atoms"].mapper.dataset.bounds
+    viewer.radius_kind.setCurrentIndex(1)  # ionic: Na+ 1.16 Å, smaller than its atomic 1.80 Å
+    ionic = viewer.plotter.renderer.actors["atoms"].mapper.dataset.bounds
+    assert ionic[1] - ionic[0] < atomic[1] - atomic[0]
+    viewer.atom_scale.setValue(0.5)
+    half = viewer.plotter.renderer.actors["atoms"].mapper.dataset.bounds
+    assert half[1] - half[0] < ionic[1] - ionic[0]
