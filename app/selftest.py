@@ -208,15 +208,10 @@ class _SelfTest:
         from app.ui import scene
 
         structure = self._example_structure()
-        atoms = scene.display_atoms(structure)
         plotter = pv.Plotter(off_screen=True, window_size=list(RENDER_SIZE))
         try:
             plotter.set_background("white")
-            plotter.add_mesh(scene.atoms_mesh(atoms), scalars="rgb", rgb=True, smooth_shading=True)
-            bonds = scene.bonds_mesh(atoms, scene.bond_pairs(atoms))
-            if bonds is not None:
-                plotter.add_mesh(bonds, scalars="rgb", rgb=True, smooth_shading=True)
-            plotter.add_mesh(scene.cell_outline(structure.lattice.matrix), color=scene.CELL_COLOUR, line_width=2)
+            atoms = scene.draw_structure(plotter, structure)  # the viewer's own drawing
             plotter.view_isometric()
             plotter.camera.azimuth = 20  # off the body diagonal, so atoms do not hide each other
             plotter.camera.elevation = 10

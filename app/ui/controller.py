@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from app.engine.core.errors import CancelledError, CrystalDesignerError
@@ -22,7 +21,7 @@ from app.ui import records as rec
 from app.ui.export import ExportReport, export_records
 from app.ui.records import CrystalRecord
 from app.ui.results_model import ResultsModel
-from app.ui.scene import DensityView
+from app.ui.scene import DensityView, candidate_density_view
 from app.worker.client import Job, WorkerClient
 from app.worker.errors import WorkerCrashedError
 
@@ -275,9 +274,8 @@ class DesignController(QObject):
         if cached is not None:
             return cached
         structure = record.get_structure()
-        if record.is_candidate and record.density is not None and structure is not None:
-            view = DensityView(np.asarray(record.density, dtype=np.float32), tuple(structure.lattice.abc), structure)
-        else:
+        view = candidate_density_view(record)
+        if view is None:
             if structure is None:
                 raise CrystalDesignerError("This entry has no structure.")
             encoded = await self.client.encode_density(structure)

@@ -28,7 +28,7 @@ from app.ui.results_model import ResultsModel
 from app.ui.results_panel import ResultsPanel
 from app.ui.status import AppStatusBar
 from app.ui.targets_panel import TargetsPanel
-from app.ui.viewer_panel import ViewerPanel
+from app.ui.viewer_panel import ViewerPanel, export_image_dialog
 from app.worker.client import WorkerClient
 
 logger = logging.getLogger(__name__)
@@ -140,6 +140,10 @@ class MainWindow(QMainWindow):
         self.recent_menu = QMenu("Open &recent", self)
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self.menus["&File"].insertMenu(self.actions["export"], self.recent_menu)
+        export_image = self.menus["&File"].addAction("Export &image…")
+        export_image.setStatusTip("Save the 3-D view as a PNG at a chosen size")
+        export_image.triggered.connect(lambda _checked=False: export_image_dialog(self.viewer, self))
+        self.menus["&File"].insertAction(self.actions["quit"], export_image)
         view = self.menus["&View"]
         view.addSeparator()
         for dock in self.docks.values():
@@ -152,6 +156,7 @@ class MainWindow(QMainWindow):
         self.library.open_folder_requested.connect(self.open_folder_dialog)
         self.library.remove_requested.connect(self.remove_records)
         self.results.current_changed.connect(self.viewer.show_record)
+        self.viewer.pick_message.connect(self.status.showMessage)
         self.results.export_requested.connect(self.export_dialog)
         self.targets.windows_changed.connect(self.results.set_windows)
         self.generate_panel.generate_requested.connect(self.start_generation)
