@@ -8,6 +8,7 @@ Subcommands
 -----------
 predict PATH...      eight properties of each structure (JSON or CSV on stdout)
 generate --base PATH new candidate crystals around a base (ICSG3D), filtered, as CIFs
+compositions ...     DING: properties of formulas, compositions for targets, their structures
 reconstruct PATH...  encode and decode crystals through the generator
 train NAME           retrain a shipped model from the shared data
 evaluate NAME        validation metrics of a shipped model
@@ -27,7 +28,7 @@ from typing import Sequence
 from app import __version__
 
 #: Modules of this package that register subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("predict", "generate", "models", "gui")
+COMMAND_MODULES = ("predict", "generate", "compositions", "models", "gui")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.cli.logfile import add_log_file
 
     add_log_file()  # tracebacks of unexpected failures go there (and to the terminal with -v only)
+    from app.engine.core.threads import configure_threads
+
+    configure_threads()  # before torch starts its pools: one thread per core this process is given
     try:
         if args.self_test:
             from app.selftest import run_self_test

@@ -15,6 +15,8 @@ def add_parser(commands, device_choices) -> None:
     predict.add_argument("paths", nargs="+", help="CIF/POSCAR/... files or folders")
     predict.add_argument("--format", choices=("json", "csv"), default="json")
     predict.add_argument("--device", choices=device_choices, default="auto")
+    predict.add_argument("--model", choices=("cgcnn", "pointnet"), default="cgcnn",
+                         help="property predictor: the CGCNN graph models or the PointNet point-cloud model")
     predict.add_argument("--workers", type=int, default=None, help="processes reading files (default: cores)")
     predict.add_argument("--max-file-mb", type=float, default=20.0, help="refuse larger files (MB)")
     predict.add_argument("--max-sites", type=int, default=5000, help="refuse structures with more sites")
@@ -29,11 +31,18 @@ def run(args) -> int:
 
     limits = ReadLimits(max_file_bytes=int(args.max_file_mb * 1_000_000), max_sites=args.max_sites)
     try:
-        predictor = PropertyPredictor(device=args.device)
+        # A loader, not a predictor: the models load while the file readers have started.
+        if args.model == "pointnet":
+            from app.engine.properties.pointnet_predictor import PointNetPredictor
+
+            records = predict_files(args.paths, lambda: PointNetPredictor(device=args.device), limits=limits,
+                                    workers=args.workers, featurise=PointNetPredictor.featurise)
+        else:
+            records = predict_files(args.paths, lambda: PropertyPredictor(device=args.device),
+                                    limits=limits, workers=args.workers)
     except CrystalDesignerError as error:
         report_error(error)
         return 2
-    records = predict_files(args.paths, predictor, limits=limits, workers=args.workers)
     write_records(records, args.format, sys.stdout)
     failed = [r for r in records if r["error"]]
     for record in failed:

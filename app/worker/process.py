@@ -109,14 +109,11 @@ class _ForwardingHandler(logging.Handler):
 
 def _limit_threads() -> None:
     """Leave one core to the window: torch uses all but one (at least one) thread."""
-    import torch
+    import torch  # noqa: F401  (imported first so configure_threads sets its pools too)
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores - 1))
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set (only possible once per process)
-        pass
+    from app.engine.core.threads import configure_threads
+
+    configure_threads(reserve=1)
 
 
 def _error_payload(error: BaseException) -> dict[str, str]:

@@ -71,15 +71,34 @@ class GatedConvolution(nn.Module):
         self, atoms: torch.Tensor, neighbor_index: torch.Tensor, edges: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         n_atoms, n_neighbors = neighbor_index.shape
-        z = (
-            self.self_linear(atoms)[:, None, :]
-            + self.neighbor_linear(atoms)[neighbor_index]
-            + self.edge_linear(edges)
-        )
-        z = self.edge_norm(z.reshape(n_atoms * n_neighbors, -1)).reshape(n_atoms, n_neighbors, -1)
+        if self.training:
+            z = (
+                self.self_linear(atoms)[:, None, :]
+                + self.neighbor_linear(atoms)[neighbor_index]
+                + self.edge_linear(edges)
+            )
+            z = self.edge_norm(z.reshape(n_atoms * n_neighbors, -1)).reshape(n_atoms, n_neighbors, -1)
+        else:
+            z = self._folded_edge_terms(atoms, neighbor_index, edges)
         gate, core = z.chunk(2, dim=-1)
         messages = torch.sigmoid(gate) * F.softplus(core) * mask[..., None]
         return F.softplus(atoms + self.atom_norm(messages.sum(dim=1)))
+
+    def _folded_edge_terms(self, atoms: torch.Tensor, neighbor_index: torch.Tensor,
+                           edges: torch.Tensor) -> torch.Tensor:
+        """``edge_norm(z)`` in eval mode, with the norm's affine map folded into the three linear
+        maps (same function; one pass over the edge tensor instead of four on CPU)."""
+        norm = self.edge_norm
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        shift = norm.bias - norm.running_mean * scale
+        n_atoms, n_neighbors = neighbor_index.shape
+        self_terms = F.linear(atoms, self.self_linear.weight * scale[:, None], self.self_linear.bias * scale + shift)
+        neighbor_terms = F.linear(atoms, self.neighbor_linear.weight * scale[:, None])
+        z = F.linear(edges, self.edge_linear.weight * scale[:, None]).reshape(n_atoms, n_neighbors, -1)
+        # In-place adds on the contiguous edge tensor: broadcasting three-way adds was 40 % of the time.
+        z += torch.index_select(neighbor_terms, 0, neighbor_index.reshape(-1)).reshape(n_atoms, n_neighbors, -1)
+        z += self_terms[:, None, :]
+        return z
 
 
 class CGCNN(nn.Module):
@@ -118,7 +137,13 @@ class CGCNN(nn.Module):
         # occupancy-weighted features of disordered sites (virtual crystal, see properties.disorder).
         features = batch.get("atom_features")
         atoms = self.embedding(self.element_table[batch["atomic_numbers"]] if features is None else features)
-        edges = self.expand_distances(batch["neighbor_distance"])
+        # Models with the same expansion share it when several run on one batch (the predictor).
+        edge_key = f"gaussian_edges_{self.config.cutoff}_{self.config.gaussian_step}"
+        edges = batch.get(edge_key)
+        if edges is None or self.training:
+            edges = self.expand_distances(batch["neighbor_distance"])
+            if not self.training and not torch.is_grad_enabled():
+                batch[edge_key] = edges
         mask = batch["neighbor_mask"].to(atoms.dtype)
         for convolution in self.convolutions:
             atoms = convolution(atoms, batch["neighbor_index"], edges, mask)

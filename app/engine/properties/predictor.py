@@ -38,6 +38,23 @@ def graph_for_prediction(structure) -> CrystalGraph:
     return build_graph(structure)
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_precision(precision: str, device) -> str:
+    """``float32`` or ``bfloat16`` for ``precision`` on ``device`` (see :class:`PropertyPredictor`)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ModelError(f"Unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        native = torch.device(device).type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return "bfloat16" if native else "float32"
+    if precision == "bfloat16" and torch.device(device).type != "cpu":
+        raise ModelError("bfloat16 prediction is implemented for the CPU only.")
+    return precision
+
+
 @dataclass
 class Prediction:
     """Eight properties of one structure (None where undefined), in the units of ``PROPERTIES``."""
@@ -61,10 +78,19 @@ class PropertyPredictor:
         Already constructed ``{name: CGCNN}`` (tests with random weights); skips loading.
     element_references : dict, optional
         ``{symbol: eV/atom}``; default read from the models folder.
+    precision : str
+        ``float32``, ``bfloat16`` (CPU autocast), or ``auto``: bfloat16 on CPUs with native
+        bfloat16 instructions, float32 elsewhere. bfloat16 is 2x faster on such CPUs and changes
+        the validation MAEs by less than 1 % (``benchmarks/precision_check.py``).
     """
 
+    #: Which predictor this is (records say it); the PointNet predictor says "pointnet".
+    model_name = "cgcnn"
+    #: Structure -> model input (a module-level function, so file-reading workers can run it).
+    featurise = staticmethod(graph_for_prediction)
+
     def __init__(self, device: str = "auto", folder: Path | None = None, models: dict | None = None,
-                 element_references: dict[str, float] | None = None):
+                 element_references: dict[str, float] | None = None, precision: str = "auto"):
         import torch
 
         from app.engine.core.devices import select_device
@@ -82,6 +108,7 @@ class PropertyPredictor:
             element_references = self._read_references(self.folder / ELEMENT_REFERENCES_FILE)
         self.element_references = element_references
         self._torch = torch
+        self.precision = resolve_precision(precision, self.device)
 
     @classmethod
     def from_models(cls, folder: Path | None = None, device: str = "auto", **options) -> "PropertyPredictor":
@@ -113,7 +140,9 @@ class PropertyPredictor:
         from app.engine.properties.cgcnn import batch_to_tensors
 
         outputs: dict[str, list[np.ndarray]] = {name: [] for name in self.models}
-        with self._torch.inference_mode():
+        torch = self._torch
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
+        with torch.inference_mode(), autocast:
             for start in range(0, len(graphs), batch_size):
                 batch = batch_to_tensors(collate(graphs[start : start + batch_size]), self.device)
                 for name, model in self.models.items():
@@ -154,7 +183,7 @@ class PropertyPredictor:
             graphs, positions = [], []
             for i in chunk:
                 try:
-                    graphs.append(graph_for_prediction(structures[i]))
+                    graphs.append(self.featurise(structures[i]))
                     positions.append(i)
                 except StructureReadError as error:
                     results[i] = error
