@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from app.cli.output import report_error, write_records
+from app.cli.output import add_precision_argument, report_error, write_records
 
 logger = logging.getLogger("crystal_designer")
 
@@ -20,6 +20,7 @@ def add_parser(commands, device_choices) -> None:
     predict.add_argument("--workers", type=int, default=None, help="processes reading files (default: cores)")
     predict.add_argument("--max-file-mb", type=float, default=20.0, help="refuse larger files (MB)")
     predict.add_argument("--max-sites", type=int, default=5000, help="refuse structures with more sites")
+    add_precision_argument(predict)
     predict.set_defaults(handler=run)
 
 
@@ -43,7 +44,7 @@ def run(args) -> int:
     except CrystalDesignerError as error:
         report_error(error)
         return 2
-    write_records(records, args.format, sys.stdout)
+    write_records(records, args.format, sys.stdout, precision=args.precision)
     failed = [r for r in records if r["error"]]
     for record in failed:
         logger.warning("%s: %s", record["source"], record["error"])
