@@ -24,6 +24,7 @@ from app.ui.file_drop import local_paths
 from app.ui.generate_panel import GeneratePanel
 from app.ui.library_panel import LibraryPanel
 from app.ui.notify import Notifier
+from app.ui.plots.menu import PlotsMenu
 from app.ui.results_model import ResultsModel
 from app.ui.results_panel import ResultsPanel
 from app.ui.status import AppStatusBar
@@ -112,6 +113,7 @@ class MainWindow(QMainWindow):
             "cancel": self.controller.cancel_generation, "reset_layout": self.reset_layout,
         })
         self._add_dynamic_menus()
+        self.plots = PlotsMenu(self)
         self._connect()
         self._sized_docks = False
         self._restore_layout()
