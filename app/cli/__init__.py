@@ -28,7 +28,7 @@ from typing import Sequence
 from app import __version__
 
 #: Modules of this package that register subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("predict", "generate", "compositions", "models", "gui")
+COMMAND_MODULES = ("predict", "generate", "compositions", "screen", "models", "gui")
 
 
 def build_parser() -> argparse.ArgumentParser:
