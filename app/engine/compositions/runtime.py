@@ -1,0 +1,324 @@
+"""DING at run time: predict the three properties of compositions and generate compositions for targets.
+
+- :class:`CompositionPredictor` holds the three Table 1 predictors and answers one record per
+  formula (an ``error`` for a formula it cannot use, never an exception for the batch).
+- :class:`CompositionGenerator` samples the CVAE decoder with z ~ N(0, I) and the target
+  properties, reads the most likely count of every element, and flags each candidate: charge
+  balanced (oxidation-state guess), not in the training data, unique within the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from app.engine.compositions.formula import (VOCABULARY, FormulaError, count_vector, counts_from_vector,
+                                             formula_string, one_hot_counts, parse_formula)
+from app.engine.compositions.networks import PROPERTIES, UNITS, CompositionCVAE, PropertyDNN
+from app.engine.core.cancel import CancelToken, ProgressCallback
+from app.engine.core.errors import CrystalDesignerError, ModelError
+from app.engine.core.oxidation import charge_balanced
+from app.engine.core.paths import models_dir
+
+logger = logging.getLogger(__name__)
+
+#: Manifest names of the shipped DING models.
+PREDICTOR_NAMES = {"formation_enthalpy": "ding_formation_enthalpy", "energy_per_atom": "ding_energy_per_atom",
+                   "volume_per_atom": "ding_volume_per_atom"}
+CVAE_NAME = "ding_cvae"
+KNOWN_NAME = "ding_compositions"
+KNOWN_COMPOSITIONS_FILE = "ding_compositions.csv.gz"
+
+#: Ranges within which the paper found its predictors reliable (Table 3), in the properties' units.
+RELIABLE_RANGES = {"formation_enthalpy": (-3.90, 3.06), "energy_per_atom": (-12.78, -0.77),
+                   "volume_per_atom": (7.06, 75.83)}
+#: Unset targets are drawn from this many known compositions closest to the set ones.
+NEIGHBOURS_FOR_UNSET_TARGETS = 64
+MAX_SAMPLES = 100_000
+
+
+class TargetError(CrystalDesignerError):
+    """Generation targets that cannot be used."""
+
+
+def _check_vocabulary(entry: dict, name: str) -> None:
+    if tuple(entry["architecture"]["vocabulary"]) != VOCABULARY:
+        raise ModelError(f"Model '{name}' was trained on another element list than this version of the program.")
+
+
+class CompositionPredictor:
+    """The three DING property predictors.
+
+    Parameters
+    ----------
+    models : dict, optional
+        ``{property: PropertyDNN}`` already built (tests with random weights); default: load the shipped ones.
+    folder : Path, optional
+        Models folder (default: the shipped ``models/``).
+    """
+
+    def __init__(self, models: dict[str, PropertyDNN] | None = None, folder: Path | None = None):
+        import torch
+
+        from app.engine.core.registry import load_state_dict
+
+        if models is None:
+            models = {}
+            for prop, name in PREDICTOR_NAMES.items():
+                state, entry = load_state_dict(name, folder or models_dir())
+                _check_vocabulary(entry, name)
+                model = PropertyDNN(layers=[tuple(layer) for layer in entry["architecture"]["layers"]])
+                model.load_state_dict(state)
+                models[prop] = model
+        missing = [prop for prop in PROPERTIES if prop not in models]
+        if missing:
+            raise ModelError(f"Composition property models missing: {', '.join(missing)}.")
+        self.models = {prop: models[prop].eval() for prop in PROPERTIES}
+        self._torch = torch
+
+    def predict_counts(self, count_rows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Properties ``(n, 3)`` (PROPERTIES order, their units) of count rows ``(n, len(VOCABULARY))``."""
+        torch = self._torch
+        out = np.zeros((len(count_rows), len(PROPERTIES)), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(count_rows), batch_size):
+                features = torch.from_numpy(one_hot_counts(count_rows[start:start + batch_size]))
+                for column, prop in enumerate(PROPERTIES):
+                    out[start:start + len(features), column] = self.models[prop].predict(features).numpy()
+        return out
+
+    def predict(self, formulas: Sequence[str]) -> list[dict]:
+        """One record per formula: ``formula_input``, ``formula`` and the three properties, or ``error``."""
+        records: list[dict] = []
+        rows, positions = [], []
+        for text in formulas:
+            record = {"formula_input": text, "formula": None, **{prop: None for prop in PROPERTIES}}
+            try:
+                counts = parse_formula(text)
+                record["formula"] = formula_string(counts)
+                rows.append(count_vector(counts))
+                positions.append(len(records))
+            except FormulaError as error:
+                record["error"] = str(error)
+            records.append(record)
+        if rows:
+            values = self.predict_counts(np.stack(rows))
+            for row, position in enumerate(positions):
+                records[position].update({prop: float(values[row, k]) for k, prop in enumerate(PROPERTIES)})
+                records[position]["warnings"] = range_warnings(records[position], "Predicted")
+        return records
+
+
+def range_warnings(values: dict, what: str = "Target") -> list[str]:
+    """Warnings for properties outside the predictors' reliable ranges (paper, Table 3)."""
+    out = []
+    for prop, (low, high) in RELIABLE_RANGES.items():
+        value = values.get(prop)
+        if value is not None and not (low <= value <= high):
+            out.append(f"{what} {prop.replace('_', ' ')} {value:g} {UNITS[prop]} is outside the range where the "
+                       f"predictors are reliable ({low:g} to {high:g} {UNITS[prop]}).")
+    return out
+
+
+def parse_targets(pairs: Sequence[str]) -> dict[str, float]:
+    """``["formation_enthalpy=-2.0", ...]`` → ``{"formation_enthalpy": -2.0}`` (raises :class:`TargetError`)."""
+    targets: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or key not in PROPERTIES:
+            raise TargetError(f"Target '{pair}' is not of the form PROPERTY=VALUE with PROPERTY one of "
+                              f"{', '.join(PROPERTIES)}.")
+        try:
+            number = float(value)
+        except ValueError:
+            raise TargetError(f"Target '{pair}': '{value}' is not a number.") from None
+        if not math.isfinite(number):
+            raise TargetError(f"Target '{pair}' is not a finite number.")
+        targets[key] = number
+    if not targets:
+        raise TargetError("Give at least one target property (e.g. formation_enthalpy=-2.0).")
+    return targets
+
+
+class KnownCompositions:
+    """Compositions of the training data with their labels (``models/ding_compositions.csv.gz``)."""
+
+    def __init__(self, formulas: Sequence[str], targets: np.ndarray, train: np.ndarray | None = None):
+        self.formulas = frozenset(formulas)
+        self.targets = np.asarray(targets, dtype=np.float64).reshape(-1, len(PROPERTIES))
+        self.train = np.ones(len(self.targets), bool) if train is None else np.asarray(train, bool)
+
+    @classmethod
+    def load(cls, folder: Path | None = None) -> "KnownCompositions":
+        from app.engine.core.registry import verified_weights_path
+
+        path, _ = verified_weights_path(KNOWN_NAME, folder or models_dir())
+        with gzip.open(path, "rt") as handle:
+            rows = list(csv.DictReader(io.StringIO(handle.read())))
+        return cls([r["formula"] for r in rows], np.array([[float(r[p]) for p in PROPERTIES] for r in rows]),
+                   np.array([r["split"] == "train" for r in rows]))
+
+    def __contains__(self, formula: str) -> bool:
+        return formula in self.formulas
+
+    def conditions(self, targets: dict[str, float], n: int, rng: np.random.Generator) -> np.ndarray:
+        """Condition rows ``(n, 3)``: the set targets, and for unset ones the values of known compositions
+        whose set properties are closest to the targets (so the combination is a plausible one)."""
+        rows = np.zeros((n, len(PROPERTIES)))
+        fixed = [k for k, prop in enumerate(PROPERTIES) if prop in targets]
+        free = [k for k in range(len(PROPERTIES)) if k not in fixed]
+        for k in fixed:
+            rows[:, k] = targets[PROPERTIES[k]]
+        if free:
+            pool = self.targets[self.train] if self.train.any() else self.targets
+            scale = pool.std(axis=0) + 1e-9
+            target = np.array([targets[PROPERTIES[k]] for k in fixed])
+            distance = (((pool[:, fixed] - target) / scale[fixed]) ** 2).sum(axis=1)
+            nearest = np.argsort(distance)[:NEIGHBOURS_FOR_UNSET_TARGETS]
+            picks = pool[rng.choice(nearest, size=n)]
+            rows[:, free] = picks[:, free]
+        return rows
+
+
+@dataclass
+class GeneratedComposition:
+    """One decoded sample and what the predictors say about it."""
+
+    formula: str
+    predicted: dict[str, float]
+    charge_balanced: bool
+    not_in_training: bool
+    unique: bool
+    n_elements: int
+
+    def as_record(self) -> dict:
+        return {"formula": self.formula, **self.predicted, "n_elements": self.n_elements,
+                "charge_balanced": self.charge_balanced, "not_in_training": self.not_in_training,
+                "unique": self.unique}
+
+
+@dataclass
+class CompositionGenerationResult:
+    targets: dict[str, float]
+    candidates: list[GeneratedComposition]
+    counts: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+
+    def median(self, prop: str) -> float | None:
+        values = [c.predicted[prop] for c in self.candidates]
+        return float(np.median(values)) if values else None
+
+
+class CompositionGenerator:
+    """The DING CVAE decoder plus the predictors and the known compositions.
+
+    Parameters
+    ----------
+    cvae : CompositionCVAE, optional
+        Built model (tests); default: the shipped ``ding_cvae``.
+    predictor : CompositionPredictor, optional
+        Default: the shipped predictors.
+    known : KnownCompositions, optional
+        Default: ``models/ding_compositions.csv.gz``.
+    folder : Path, optional
+        Models folder (default: the shipped ``models/``).
+    """
+
+    def __init__(self, cvae: CompositionCVAE | None = None, predictor: CompositionPredictor | None = None,
+                 known: KnownCompositions | None = None, folder: Path | None = None):
+        import torch
+
+        from app.engine.core.registry import load_state_dict
+
+        folder = folder or models_dir()
+        if cvae is None:
+            state, entry = load_state_dict(CVAE_NAME, folder)
+            _check_vocabulary(entry, CVAE_NAME)
+            cvae = CompositionCVAE(hidden=tuple(entry["architecture"]["hidden"]),
+                                   latent_dim=entry["architecture"]["latent_dim"])
+            cvae.load_state_dict(state)
+        self.cvae = cvae.eval()
+        self.predictor = predictor or CompositionPredictor(folder=folder)
+        self.known = known or KnownCompositions.load(folder)
+        self._torch = torch
+
+    def sample_counts(self, conditions: np.ndarray, seed: int) -> np.ndarray:
+        """Decoded count rows ``(n, len(VOCABULARY))`` for condition rows ``(n, 3)`` (z ~ N(0, I))."""
+        torch = self._torch
+        generator = torch.Generator().manual_seed(int(seed))
+        with torch.inference_mode():
+            latent = torch.randn(len(conditions), self.cvae.latent_dim, generator=generator)
+            return self.cvae.decode_counts(latent, torch.as_tensor(conditions, dtype=torch.float32)).numpy()
+
+    def generate(self, targets: dict[str, float], n: int = 100, seed: int = 0, batch_size: int = 256,
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                 ) -> CompositionGenerationResult:
+        """Decode ``n`` samples at ``targets`` and flag each decoded composition.
+
+        Parameters
+        ----------
+        targets : dict
+            Property → value in its units (at least one of :data:`PROPERTIES`); unset ones are
+            taken from known compositions near the set ones.
+        n : int
+            Samples to draw (1 .. 100 000).
+        seed : int
+            Random seed: the same seed and targets give the same compositions.
+
+        Returns
+        -------
+        CompositionGenerationResult
+            One candidate per decoded (non-empty) sample, in sampling order; ``unique`` is False for
+            a repeat of an earlier candidate. ``counts``: samples, decoded, unique, not_in_training,
+            charge_balanced, and kept (unique, not in training, charge balanced).
+        """
+        unknown = set(targets) - set(PROPERTIES)
+        if unknown or not targets:
+            raise TargetError(f"Targets must be some of {', '.join(PROPERTIES)} (got {', '.join(targets) or 'none'}).")
+        if not 1 <= n <= MAX_SAMPLES:
+            raise TargetError(f"The number of samples must be between 1 and {MAX_SAMPLES} (got {n}).")
+        rng = np.random.default_rng(seed)
+        conditions = self.known.conditions(targets, n, rng)
+        candidates: list[GeneratedComposition] = []
+        seen: set[str] = set()
+        for start in range(0, n, batch_size):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            count_rows = self.sample_counts(conditions[start:start + batch_size], seed * 1_000_003 + start)
+            candidates += self._flag(count_rows, seen)
+            if progress is not None:
+                progress(min(start + batch_size, n), n, "decoding compositions")
+        return CompositionGenerationResult(dict(targets), candidates, _counts(n, candidates), range_warnings(targets))
+
+    def _flag(self, count_rows: np.ndarray, seen: set[str]) -> list[GeneratedComposition]:
+        decoded = [(row, counts_from_vector(row)) for row in count_rows]
+        decoded = [(row, counts) for row, counts in decoded if counts]
+        if not decoded:
+            return []
+        values = self.predictor.predict_counts(np.stack([count_vector(c) for _, c in decoded]))
+        out = []
+        for (_, counts), value in zip(decoded, values):
+            formula = formula_string(counts)
+            out.append(GeneratedComposition(
+                formula=formula, predicted={prop: float(value[k]) for k, prop in enumerate(PROPERTIES)},
+                charge_balanced=charge_balanced(formula), not_in_training=formula not in self.known,
+                unique=formula not in seen, n_elements=len(counts)))
+            seen.add(formula)
+        return out
+
+
+def _counts(n: int, candidates: list[GeneratedComposition]) -> dict[str, int]:
+    unique = [c for c in candidates if c.unique]
+    return {"samples": n, "decoded": len(candidates), "unique": len(unique),
+            "not_in_training": sum(c.not_in_training for c in unique),
+            "charge_balanced": sum(c.charge_balanced for c in unique),
+            "kept": sum(c.not_in_training and c.charge_balanced for c in unique)}

@@ -1,0 +1,96 @@
+"""Model cards of the DING models, written from their manifest entries."""
+
+from __future__ import annotations
+
+
+def _data_section(entry: dict) -> str:
+    report = entry["data"]["preparation"]
+    return f"""## Data
+- {entry['data']['sources'][0]}
+
+`compositions/oqmd/`: the three `formula,target` files ({report['formation_enthalpy_rows']} rows each) joined on
+the normalised (reduced) formula ({report['joined_three_files']} compositions with all three labels), plus the
+compositions of `ding_three_targets.csv.gz` the join lacks ({report['compositions_joined']} in all; where a
+composition appears twice the lowest formation enthalpy is kept, as in the paper). Dropped: formulas that cannot
+be read or have more than 10 atoms of one element per formula unit (about {report['formation_enthalpy_unusable_formulas']}
+per file) and {report['implausible_labels_dropped']} compositions with implausible labels (outside
+{entry['data']['plausible_ranges']}). Used: {report['compositions_used']} compositions.
+
+Split: {entry['split']['method']}; {entry['split']['train_count']} training and
+{entry['split']['validation_count']} validation compositions. The paper's own test split (10 % of OQMD) is held
+back from the shared data and not used. Epochs: {entry['epochs_completed']} of {entry['epochs']} planned (best
+validation epoch {entry['best_epoch']}{'' if entry['epochs_completed'] >= entry['epochs'] else '; stopped early on a shared 2-core machine, the best epoch so far ships'}),
+batch {entry['training_settings']['batch_size']}, {entry['training_settings']['optimizer']}
+(peak learning rate {entry['training_settings']['learning_rate']}); loss: {entry['training']['loss']}."""
+
+
+def predictor_card(name: str, entry: dict) -> str:
+    prop = entry["architecture"]["property"]
+    unit = entry["units"][prop]
+    metrics = entry["metrics"]
+    inside = metrics["validation_mae_in_reliable_range"][prop]
+    layers = ", ".join(f"{w}" + (f" (dropout {d})" if d else "") for w, d in entry["architecture"]["layers"])
+    return f"""# Model card: {name}
+
+{entry['description']}.
+
+## Model
+DING predictor (Pathak et al., "Deep Learning Enabled Inorganic Material Generator", 2020, Table 1),
+implemented in PyTorch in this project: input the one-hot count feature vector of the composition
+({len(entry['architecture']['vocabulary'])} elements × counts 0..{entry['architecture']['max_count']}),
+dense ReLU layers {layers}, then one linear output. Weights: `{entry['file']}` (sha256 `{entry['sha256']}`).
+
+{_data_section(entry)}
+
+## Validation metrics (compositions not used for training)
+| metric | {unit} | paper |
+|---|---|---|
+| MAE, all {metrics['validation_count']} validation compositions | {metrics['validation_mae'][prop]:.4f} | {metrics['paper_mae'][prop]} |
+| MAE inside the paper's reliable range ({metrics['validation_count_in_reliable_range']} compositions) | {inside if inside is None else f'{inside:.4f}'} | – |
+| RMSE | {metrics['validation_rmse'][prop]:.4f} | – |
+
+Reproduce: `crystal-designer train ding` (trains and rewrites this card), `crystal-designer evaluate ding`
+(recomputes the metrics from the shipped weights).
+
+## Limits
+Composition only: one value per composition (OQMD's lowest-energy structure), blind to polymorphs.
+Reliable inside the ranges of the paper's Table 3; targets outside them get a warning.
+Estimates for screening, not a substitute for a calculation.
+"""
+
+
+def cvae_card(entry: dict) -> str:
+    arch = entry["architecture"]
+    metrics = entry["metrics"]
+    generation = metrics.get("generation")
+    generation_text = "" if not generation else "\n## Generation (measured by `crystal-designer evaluate ding --record`)\n" \
+        + "\n".join(f"- {key}: {value}" for key, value in generation.items()) + "\n"
+    n_features = len(arch["vocabulary"]) * (arch["max_count"] + 1)
+    return f"""# Model card: ding_cvae
+
+{entry['description']}.
+
+## Model
+DING generator (Pathak et al. 2020, Table 2) in PyTorch: encoder {n_features}+3 → {' → '.join(map(str, arch['hidden']))}
+→ latent {arch['latent_dim']} (mean and log-variance); decoder {arch['latent_dim']}+3 →
+{' → '.join(map(str, reversed(arch['hidden'])))} → {n_features}, ReLU between layers and a softmax over each element's
+count block (0..{arch['max_count']}) at the output. The three properties ({', '.join(arch['conditions'])}; standardised
+with the training means {[round(v, 3) for v in arch['condition_mean']]} and deviations
+{[round(v, 3) for v in arch['condition_std']]}) are appended at the encoder's and the decoder's input. Generation:
+z ~ N(0, I) with the target properties, the most likely count of every element. Weights: `{entry['file']}`
+(sha256 `{entry['sha256']}`).
+
+{_data_section(entry)}
+
+## Validation metrics
+Reconstruction accuracy (the paper's definition: decoded feature vector identical to the input, here from the latent
+mean): {metrics['validation_reconstruction_accuracy']:.4f} on {metrics['validation_count']} validation compositions
+(paper: 0.943 ± 0.004 on its test split).
+{generation_text}
+Reproduce: `crystal-designer train ding`, `crystal-designer evaluate ding`.
+
+## Limits
+Proposes compositions only (at most 10 atoms of one element per formula unit, the {len(arch['vocabulary'])}
+elements of the data). Its proposals are judged by the DING predictors, not by a calculation; structures come from
+prototypes of known crystals (`crystal-designer compositions structures`).
+"""

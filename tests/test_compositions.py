@@ -1,0 +1,191 @@
+"""DING compositions: formulas and features, predictor records, generator flags and counts, CLI."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+
+import numpy as np
+import pytest
+
+from app.engine.compositions.formula import (BLOCK, ELEMENT_INDEX, FEATURE_LENGTH, FormulaError, counts_from_vector,
+                                             count_vector, feature_vector, normalise_formula, parse_formula)
+from app.engine.core.errors import CrystalDesignerError
+from test_compositions_support import write_tiny_ding_models
+
+
+@pytest.fixture
+def ding_models(tiny_models):
+    """The tiny models of every kind (CGCNN for the structure step) plus tiny DING models."""
+    return write_tiny_ding_models(tiny_models)
+
+
+def test_formulas_are_reduced_and_written_the_same_way():
+    assert parse_formula("Fe2O2") == {"Fe": 1, "O": 1}
+    assert parse_formula("La1Pb1Re2") == {"La": 1, "Pb": 1, "Re": 2}
+    assert parse_formula("Fe0.5O0.5") == {"Fe": 1, "O": 1}
+    assert normalise_formula("O3Al2") == normalise_formula("Al2O3") == "Al2O3"
+    assert normalise_formula("Ca(OH)2") == normalise_formula("CaO2H2")
+
+
+def test_feature_vector_is_one_hot_count_blocks():
+    vector = feature_vector({"Al": 2, "O": 3})
+    assert vector.shape == (FEATURE_LENGTH,)
+    blocks = vector.reshape(-1, BLOCK)
+    assert np.all(blocks.sum(axis=1) == 1)  # one hot per element
+    assert blocks[ELEMENT_INDEX["Al"], 2] == 1 and blocks[ELEMENT_INDEX["O"], 3] == 1
+    assert blocks[ELEMENT_INDEX["Fe"], 0] == 1
+    assert counts_from_vector(count_vector({"Fe": 2, "O": 2})) == {"Fe": 1, "O": 1}
+
+
+@pytest.mark.parametrize("text, wording", [
+    ("", "not a chemical formula"), ("Xx2O", "not a chemical formula"), ("Al2O3;rm", "not a chemical formula"),
+    ("Og2", "outside the"), ("Fe11O", "at most 10"), ("Fe0.3333O0.71", "non-whole"),
+])
+def test_bad_formulas_raise_a_clear_error(text, wording):
+    with pytest.raises(FormulaError, match=wording) as caught:
+        parse_formula(text)
+    assert isinstance(caught.value, CrystalDesignerError)
+
+
+def test_predictor_gives_records_and_error_records(ding_models):
+    from app.engine.compositions.runtime import CompositionPredictor
+
+    records = CompositionPredictor().predict(["Al2O3", "not a formula", "Og", "Fe2O2"])
+    assert [r["formula"] for r in records] == ["Al2O3", None, None, "FeO"]
+    assert records[1]["error"] and records[2]["error"] and "error" not in records[0]
+    for record in (records[0], records[3]):
+        assert all(isinstance(record[key], float) for key in ("formation_enthalpy", "energy_per_atom",
+                                                              "volume_per_atom"))
+
+
+def test_generated_compositions_are_flagged_and_counted(ding_models):
+    from app.engine.compositions.runtime import CompositionGenerator
+
+    result = CompositionGenerator().generate({"formation_enthalpy": -2.0}, n=20, seed=1)
+    assert result.counts["samples"] == 20 and result.counts["decoded"] == 20
+    assert [c.formula for c in result.candidates] == ["NaCl"] * 20  # the tiny decoder always says NaCl
+    assert [c.unique for c in result.candidates] == [True] + [False] * 19
+    assert result.counts["unique"] == 1 and result.counts["not_in_training"] == 0  # NaCl is known
+    assert result.candidates[0].charge_balanced and not result.candidates[0].not_in_training
+    assert result.counts["kept"] == 0
+
+
+def test_new_unbalanced_compositions_are_flagged(tmp_path, monkeypatch):
+    from app.engine.compositions.runtime import CompositionGenerator
+
+    folder = write_tiny_ding_models(tmp_path / "m", decoded={"Na": 2, "Cl": 1})
+    result = CompositionGenerator(folder=folder).generate({"volume_per_atom": 20.0}, n=3, seed=0)
+    first = result.candidates[0]
+    assert first.formula == "Na2Cl" and first.not_in_training and not first.charge_balanced
+    assert result.counts == {"samples": 3, "decoded": 3, "unique": 1, "not_in_training": 1, "charge_balanced": 0,
+                             "kept": 0}
+
+
+def test_targets_are_checked_and_out_of_range_targets_warned(ding_models):
+    from app.engine.compositions.runtime import CompositionGenerator, TargetError, parse_targets
+
+    assert parse_targets(["formation_enthalpy=-2", "volume_per_atom=12.5"]) == {
+        "formation_enthalpy": -2.0, "volume_per_atom": 12.5}
+    for bad in (["band_gap=1"], ["formation_enthalpy"], ["formation_enthalpy=abc"], []):
+        with pytest.raises(TargetError):
+            parse_targets(bad)
+    result = CompositionGenerator().generate({"formation_enthalpy": -5.0}, n=2)
+    assert len(result.warnings) == 1 and "outside the range" in result.warnings[0]
+    assert not CompositionGenerator().generate({"formation_enthalpy": -1.0}, n=2).warnings
+
+
+def test_unset_targets_come_from_known_compositions_near_the_set_ones():
+    from app.engine.compositions.runtime import KnownCompositions
+
+    known = KnownCompositions(["A", "B"], np.array([[-3.0, -7.0, 9.0], [0.5, -4.0, 30.0]]))
+    rows = known.conditions({"formation_enthalpy": -2.9}, 50, np.random.default_rng(0))
+    assert np.all(rows[:, 0] == -2.9)
+    assert set(map(tuple, rows[:, 1:])) <= {(-7.0, 9.0), (-4.0, 30.0)}
+
+
+def test_generation_is_reproducible_and_cancellable(ding_models):
+    from app.engine.compositions.runtime import CompositionGenerator
+    from app.engine.core.cancel import CancelToken
+    from app.engine.core.errors import CancelledError
+
+    generator = CompositionGenerator()
+    calls = []
+    generator.generate({"formation_enthalpy": -1.0}, n=600, seed=3, progress=lambda d, t, m="": calls.append(d))
+    assert calls[-1] == 600 and len(calls) == 3
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        generator.generate({"formation_enthalpy": -1.0}, n=10, cancel=token)
+
+
+def test_structures_from_the_prototype_scaled_to_the_volume(ding_models):
+    from app.engine.compositions.structures import PrototypeLibrary
+
+    library = PrototypeLibrary.load()
+    proposed = library.propose("KBr", volume_per_atom=30.0)
+    assert len(proposed) == 1
+    structure = proposed[0].structure
+    assert structure.composition.reduced_formula == "KBr"
+    assert structure.volume / len(structure) == pytest.approx(30.0)
+    with pytest.raises(CrystalDesignerError, match="anonymous formula"):
+        library.propose("Al2O3")
+
+
+def _run_cli(capsys, *argv):
+    from app.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_predict_json_and_csv_with_error_records(ding_models, capsys, tmp_path):
+    code, out, _ = _run_cli(capsys, "compositions", "predict", "Al2O3", "Zz9")
+    records = json.loads(out)
+    assert code == 1 and records[0]["formula"] == "Al2O3" and records[1]["error"]
+    assert set(records[0]) >= {"formula_input", "formula", "formation_enthalpy", "energy_per_atom", "volume_per_atom"}
+    table = tmp_path / "formulas.csv"
+    table.write_text("formula,comment\nNaCl,salt\nFeO,\n")
+    code, out, _ = _run_cli(capsys, "compositions", "predict", "--file", str(table), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["formula"] for r in rows] == ["NaCl", "FeO"]
+
+
+def test_cli_generate_and_structures(ding_models, capsys, tmp_path):
+    code, out, err = _run_cli(capsys, "compositions", "generate", "--target", "formation_enthalpy=-2.0",
+                              "--n", "5", "--seed", "2")
+    payload = json.loads(out)
+    assert code == 0 and payload["counts"]["samples"] == 5 and len(payload["candidates"]) == 1
+    assert set(payload["candidates"][0]) >= {"formula", "formation_enthalpy", "charge_balanced", "not_in_training",
+                                             "unique"}
+    code, _, err = _run_cli(capsys, "compositions", "generate", "--target", "band_gap=1", "--n", "5")
+    assert code == 2 and "PROPERTY=VALUE" in err
+    code, out, _ = _run_cli(capsys, "compositions", "structures", "KCl", "--out", str(tmp_path / "cifs"),
+                            "--device", "cpu")
+    rows = json.loads(out)
+    assert code == 0 and rows[0]["formula"] == "KCl" and rows[0]["formation_energy_per_atom"] is not None
+    assert rows[0]["cif"] and len(list((tmp_path / "cifs").glob("*.cif"))) == 1
+
+
+def test_data_join_normalises_formulas_and_keeps_the_lowest_enthalpy(tmp_path, monkeypatch):
+    from app.engine.training.ding_data import load_composition_data
+
+    monkeypatch.setenv("CRYSTAL_DESIGNER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "oqmd"
+    folder.mkdir()
+    tables = {"formation_enthalpy": [("Na1Cl1", -2.0), ("Fe2O2", -1.3), ("Al2O3", -3.4), ("Og1", 0.1)],
+              "energy_per_atom": [("ClNa", -3.5), ("Fe1O1", -7.0), ("Al2O3", -7.5)],
+              "volume_per_atom": [("NaCl", 23.0), ("FeO", 10.0), ("Al2O3", 40.0e3)]}
+    for name, rows in tables.items():
+        with gzip.open(folder / f"{name}.csv.gz", "wt") as handle:
+            handle.write("formula,target\n" + "".join(f"{f},{v}\n" for f, v in rows))
+    with gzip.open(folder / "ding_three_targets.csv.gz", "wt") as handle:
+        handle.write("comp,energy_pa,volume_pa,magmom_pa,bandgap,delta_e,stability\n"
+                     "Na1Cl1,-3.6,22.0,None,5.0,-2.2,0.0\nK1Br1,-3.2,35.0,None,4.0,-1.9,0.0\n")
+    data = load_composition_data(folder)
+    assert list(data.formulas) == ["FeO", "KBr", "NaCl"]  # Al2O3 dropped: implausible volume
+    assert data.targets[list(data.formulas).index("NaCl")].tolist() == pytest.approx([-2.2, -3.6, 22.0])
+    assert data.report["implausible_labels_dropped"] == 1
