@@ -12,13 +12,14 @@ from app.cli.output import write_json
 
 GENERATOR_MODELS = ("segmentation_unet", "density_vae")
 POINTNET_MODEL = "pointnet"
+DING_MODEL = "ding"
 
 
 def add_parser(commands, device_choices) -> None:
     from app.engine.training.recipes import RECIPE_NAMES
 
     train = commands.add_parser("train", help="retrain a model from ../shared/data (hours on CPU)")
-    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS + (POINTNET_MODEL,))
+    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS + (POINTNET_MODEL, DING_MODEL))
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
     train.add_argument("--learning-rate", type=float, default=None, help="generator models: peak learning rate")
@@ -29,7 +30,7 @@ def add_parser(commands, device_choices) -> None:
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="validation metrics of a shipped model")
-    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", POINTNET_MODEL))
+    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", POINTNET_MODEL, DING_MODEL))
     evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
     evaluate.add_argument("--n-samples", type=int, default=1000, help="generator: random samples")
     evaluate.add_argument("--stability", action="store_true",
@@ -47,6 +48,11 @@ def add_parser(commands, device_choices) -> None:
 
 
 def run_train(args) -> int:
+    if args.name == DING_MODEL:
+        from app.engine.training.train_ding import train_ding
+
+        write_json(train_ding(epochs=args.epochs, fresh=args.fresh))
+        return 0
     if args.name in GENERATOR_MODELS:
         from app.engine.training import train_generator
 
@@ -72,6 +78,11 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
+    if args.name == DING_MODEL:
+        from app.engine.training.evaluate_ding import evaluate_ding
+
+        write_json(evaluate_ding(n_samples=args.n_samples, record=args.record))
+        return 0
     if args.name == "generator" and args.stability:
         from app.engine.training.evaluate_generator import evaluate_stability, held_out_perovskite_bases
 

@@ -106,6 +106,7 @@ class MainWindow(QMainWindow):
             "results": self._dock("Results", "results_dock", self.results),
         }
         self._place_docks()
+        self._add_compositions_dock()
 
         self.actions, self.menus, self.toolbar = build_actions(self, {
             "open_files": self.open_files_dialog, "open_folder": self.open_folder_dialog,
@@ -136,6 +137,16 @@ class MainWindow(QMainWindow):
             self.addDockWidget(area, self.docks[key])
             self.docks[key].show()
         self.tabifyDockWidget(self.docks["generate"], self.docks["targets"])
+        self.docks["generate"].raise_()
+
+    def _add_compositions_dock(self) -> None:
+        """DING compositions: a tab beside Generate."""
+        from app.ui.compositions_panel import CompositionsPanel
+
+        self.compositions = CompositionsPanel(self.controller)
+        self.docks["compositions"] = self._dock("Compositions", "compositions_dock", self.compositions)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.docks["compositions"])
+        self.tabifyDockWidget(self.docks["generate"], self.docks["compositions"])
         self.docks["generate"].raise_()
 
     def _add_dynamic_menus(self) -> None:

@@ -198,3 +198,61 @@ def encode_density(context, structure) -> dict:
     encoded = encode(structure)
     return {"density": encoded.density, "lattice_abc": [float(x) for x in encoded.lattice_abc],
             "structure": encoded.structure}
+
+
+# -- DING compositions ---------------------------------------------------------------------------
+
+_COMPOSITION_MODELS: dict = {}
+
+
+def _composition_models() -> dict:
+    """The DING generator (with its predictors) and the prototype library, loaded once per worker."""
+    if not _COMPOSITION_MODELS:
+        from app.engine.compositions.runtime import CompositionGenerator
+        from app.engine.compositions.structures import PrototypeLibrary
+
+        _COMPOSITION_MODELS["generator"] = CompositionGenerator()
+        _COMPOSITION_MODELS["prototypes"] = PrototypeLibrary.load()
+    return _COMPOSITION_MODELS
+
+
+def generate_compositions(context, targets: dict, n: int = 200, seed: int = 0) -> dict:
+    """DING compositions for ``targets``: ``{"candidates": [unique records], "counts", "warnings"}``."""
+    result = _composition_models()["generator"].generate(targets, n=n, seed=seed, progress=context.progress,
+                                                         cancel=context.cancel)
+    return {"candidates": [c.as_record() for c in result.candidates if c.unique], "counts": dict(result.counts),
+            "warnings": list(result.warnings)}
+
+
+def composition_structures(context, formulas: list[str], limit: int = 3) -> list[dict]:
+    """Crystals of each formula from prototypes, as library entries with their eight properties.
+
+    Returns one entry per crystal (``_read_entry`` keys plus ``properties``) or, for a formula
+    without prototype, one entry with ``error``.
+    """
+    from app.engine.compositions.structures import structures_for_composition
+    from app.engine.core.errors import CrystalDesignerError
+
+    models = _composition_models()
+    entries = []
+    for done, formula in enumerate(formulas):
+        context.cancel.raise_if_cancelled()
+        try:
+            records = structures_for_composition(formula, models["generator"].predictor, models["prototypes"],
+                                                 context.models.predictor, limit=limit, cancel=context.cancel)
+        except CrystalDesignerError as error:
+            entries.append({"source": f"composition:{formula}", "name": formula, "structure": None, "warnings": [],
+                            "error": str(error), "formula": formula, "space_group": None, "n_sites": None,
+                            "properties": None})
+            continue
+        for record in records:
+            structure = record["structure"]
+            entries.append({"source": f"composition:{formula}:{record['prototype_id']}",
+                            "name": f"{formula} ({record['prototype_id']} prototype)", "structure": structure,
+                            "warnings": [f"Proposed from the {record['source']}; volume per atom "
+                                         f"{record['volume_per_atom']:.2f} Å³ (DING)."],
+                            "error": None, "formula": formula, "space_group": space_group_label(structure),
+                            "n_sites": len(structure), "properties": record["properties"],
+                            "prediction_error": record["error"]})
+        context.progress(done + 1, len(formulas), "placing compositions into prototypes")
+    return entries
