@@ -1,84 +1,12 @@
-"""Voxel representation (paper eq. 1–3) and its inversion by segmentation: round trips."""
+"""Voxel representation (paper eq. 1–3): encoding, scaling, rotations of the cube."""
 
 import numpy as np
 import pytest
-from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
-from app.engine.generation import density as D
 from app.engine.core.errors import StructureReadError
-from app.engine.generation.segmentation import decode, sites_from_maps, structure_from_sites
-
-
-def nacl():
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def cscl():
-    return Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def srtio3():
-    return Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
-
-
-def cu2mnal():
-    # Full Heusler L2_1: Cu 8c, Mn 4a, Al 4b.
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.95), ["Cu", "Mn", "Al"],
-                                     [[0.25, 0.25, 0.25], [0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def ba2mgwo6():
-    # Double perovskite, 40 sites: the largest cell the representation accepts.
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(8.1), ["Ba", "Mg", "W", "O"],
-                                     [[0.25, 0.25, 0.25], [0, 0, 0], [0.5, 0.5, 0.5], [0.26, 0, 0]])
-
-
-PROTOTYPES = {"NaCl": nacl, "CsCl": cscl, "SrTiO3": srtio3, "Cu2MnAl": cu2mnal}
-MATCHER = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)
-
-
-def round_trip(encoded):
-    abc = D.lattice_from_coords(D.model_input(encoded)[1:])
-    return decode(encoded.density, encoded.species, abc), abc
-
-
-def max_site_error(decoded, reference):
-    """Largest distance (Å) from a decoded site to the nearest reference site of its element."""
-    errors = []
-    for site in decoded:
-        same = [s for s in reference if s.specie == site.specie]
-        delta = np.array([s.frac_coords for s in same]) - site.frac_coords
-        delta -= np.round(delta)
-        errors.append(np.linalg.norm(delta * reference.lattice.abc, axis=1).min())
-    return max(errors)
-
-
-@pytest.mark.parametrize("name", sorted(PROTOTYPES))
-@pytest.mark.parametrize("rotated", [False, True])
-def test_true_maps_decode_to_the_same_crystal(name, rotated):
-    encoded = D.encode(PROTOTYPES[name]())
-    if rotated:
-        encoded = D.random_rotation(encoded, np.random.default_rng(sorted(PROTOTYPES).index(name) + 1))
-    decoded, abc = round_trip(encoded)
-    reference = encoded.structure
-    assert len(decoded) == len(reference)
-    assert decoded.composition == reference.composition
-    np.testing.assert_allclose(abc, reference.lattice.abc, atol=0.01)
-    assert MATCHER.fit(decoded, reference)
-    # Maps and structure share one frame, so sites come back where they were.
-    assert max_site_error(decoded, reference) < 0.05
-
-
-def test_forty_site_double_perovskite_round_trip():
-    encoded = D.encode(ba2mgwo6())
-    assert len(encoded.structure) == D.MAX_SITES
-    decoded, _ = round_trip(encoded)
-    assert decoded.composition == encoded.structure.composition
-    assert MATCHER.fit(decoded, encoded.structure)
-    # Light O squeezed between heavy W and Mg still comes back within a fraction of a voxel.
-    assert max_site_error(decoded, encoded.structure) < 0.06
+from app.engine.generation import density as D
+from crystal_prototypes import cscl, cu2mnal, nacl, srtio3
 
 
 def test_primitive_cell_is_standardised_to_the_cubic_cell():
@@ -195,31 +123,6 @@ def test_rotation_rejects_improper_matrices():
         D.rotate(D.encode(cscl()), -np.eye(3, dtype=int))
 
 
-def test_speckled_labels_still_give_the_right_atoms():
-    encoded = D.encode(nacl())
-    rng = np.random.default_rng(3)
-    labels = encoded.species.copy()
-    occupied = np.argwhere(labels > 0)
-    flipped = occupied[rng.random(len(occupied)) < 0.05]
-    labels[tuple(flipped.T)] = rng.choice([11, 17], len(flipped))
-    sites = sites_from_maps(encoded.density, labels, encoded.lattice_abc)
-    assert sorted(z for z, _ in sites) == [11] * 4 + [17] * 4
-
-
-def test_empty_map_raises_a_clear_error():
-    encoded = D.encode(cscl())
-    with pytest.raises(StructureReadError, match="No atoms"):
-        decode(encoded.density, np.zeros_like(encoded.species), encoded.lattice_abc)
-
-
-def test_unusable_lattice_raises():
-    encoded = D.encode(cscl())
-    with pytest.raises(StructureReadError):
-        decode(encoded.density, encoded.species, [4.12, -1.0, 4.12])
-    with pytest.raises(StructureReadError):
-        structure_from_sites([(55, np.zeros(3))], [np.nan, 4.0, 4.0])
-
-
 def test_species_features_describe_each_element_and_leave_background_zero():
     species = np.zeros((2, 4, 4, 4), dtype=np.uint8)
     species[0, 1, 1, 1] = 11
@@ -233,57 +136,23 @@ def test_species_features_describe_each_element_and_leave_background_zero():
     assert np.count_nonzero(features[0].any(axis=0)) == 1
 
 
-@pytest.mark.parametrize("name", sorted(PROTOTYPES))
-def test_harmonising_true_maps_changes_nothing(name):
-    from app.engine.generation.segmentation import harmonise_species
 
-    encoded = D.encode(PROTOTYPES[name]())
-    labels = encoded.species.astype(np.int64)
-    assert np.array_equal(harmonise_species(labels, encoded.lattice_abc), labels)
-
-
-def test_an_atom_labelled_with_two_similar_elements_becomes_one_site():
-    from app.engine.generation.segmentation import harmonise_species
-
-    encoded = D.encode(nacl())
-    labels = encoded.species.astype(np.int64)
-    # Decoder-like confusion: a third of each atom's voxels carry a chemically similar element.
+def test_augmentation_draws_all_48_cube_operations_and_transforms_like_rotate():
     rng = np.random.default_rng(0)
-    noisy = labels.copy()
-    flip = rng.random(labels.shape) < 0.33
-    noisy[flip & (labels == 11)] = 19  # Na → K
-    noisy[flip & (labels == 17)] = 35  # Cl → Br
-    assert len(decode(encoded.density, noisy, encoded.lattice_abc)) > 8
-    decoded = decode(encoded.density, noisy, encoded.lattice_abc, harmonise=True)
-    assert decoded.composition.reduced_formula == "NaCl" and len(decoded) == 8
-    assert decoded.matches(encoded.structure)
-    # Voxels go back to their atom's element, except a few on borders between atoms.
-    harmonised = harmonise_species(noisy, encoded.lattice_abc)
-    occupied = labels > 0
-    assert np.mean(harmonised[occupied] == labels[occupied]) > 0.9 > np.mean(noisy[occupied] == labels[occupied])
-
-
-@pytest.mark.parametrize("name", sorted(PROTOTYPES))
-def test_generator_segmentation_settings_keep_every_atom_of_true_maps(name):
-    from app.engine.generation.generator import MIN_BALL_FRACTION
-
-    encoded = D.encode(PROTOTYPES[name]())
-    decoded = decode(encoded.density, encoded.species, encoded.lattice_abc, harmonise=True,
-                     min_ball_fraction=MIN_BALL_FRACTION)
-    assert len(decoded) == len(encoded.structure) and decoded.matches(encoded.structure)
-
-
-def test_a_fragment_much_smaller_than_an_ion_is_not_an_atom():
+    drawn = {D.random_cube_operation(rng) for _ in range(3000)}
+    assert len(drawn) == 48
     encoded = D.encode(srtio3())
-    labels = encoded.species.astype(np.int64)
-    # A decoder artefact: a 0.45 Å blob labelled Ba inside the edge of every copy of the Sr ball
-    # (1.2 Å from its centre), about 3 % of a Ba ion's volume.
-    a = encoded.lattice_abc[0]
-    u = np.mod(D.box_fractions() - 1.2 / a + 0.5, 1.0) - 0.5
-    w = np.mod(D.box_fractions() + 0.5, 1.0) - 0.5
-    distance = a * np.sqrt(u[:, None, None] ** 2 + w[None, :, None] ** 2 + w[None, None, :] ** 2)
-    fragment = np.where(distance < 0.45, 56, labels)
-    with_fragment = decode(encoded.density, fragment, encoded.lattice_abc)
-    assert with_fragment.composition["Ba"] == 1 and len(with_fragment) == 6
-    kept = decode(encoded.density, fragment, encoded.lattice_abc, min_ball_fraction=0.1)
-    assert kept.composition.reduced_formula == "SrTiO3" and len(kept) == 5
+    for index, matrix in enumerate(D.CUBE_ROTATIONS):
+        axes = tuple(int(np.flatnonzero(row)[0]) for row in matrix)
+        flips = tuple(a for a in range(3) if matrix[a, axes[a]] < 0)
+        np.testing.assert_array_equal(D.apply_cube_operation(encoded.density, axes, flips),
+                                      D.rotate(encoded, index).density)
+    stacked = np.stack([encoded.density, encoded.density])
+    np.testing.assert_array_equal(D.apply_cube_operation(stacked, (2, 0, 1), (1,))[1],
+                                  D.apply_cube_operation(encoded.density, (2, 0, 1), (1,)))
+
+
+def test_voxel_size_is_one_formula_for_floats_and_arrays():
+    assert D.voxel_size(4.0) == pytest.approx(4.0 * D.BOX_SPAN / D.GRID)
+    sizes = D.voxel_size(np.array([4.0, 8.0]))
+    assert sizes.dtype == np.float32 and sizes[1] == pytest.approx(2 * sizes[0])

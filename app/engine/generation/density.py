@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 GRID = 32
 #: The box extends this fraction of the cell beyond each face (reference: 0.25).
 BOX_MARGIN = 0.25
+#: Box length over cell length: ``1 + 2·BOX_MARGIN`` (the one place this formula is written).
+BOX_SPAN = 1.0 + 2.0 * BOX_MARGIN
 #: Largest conventional cell accepted (paper's scope).
 MAX_SITES = 40
 
@@ -96,12 +98,17 @@ def box_fractions(grid: int = GRID) -> np.ndarray:
         Shape ``(grid,)``, float64: ``u_k = -BOX_MARGIN + (k + 0.5)·(1 + 2·BOX_MARGIN)/grid``,
         in units of the cell length along that axis.
     """
-    return -BOX_MARGIN + (np.arange(grid, dtype=np.float64) + 0.5) * (1.0 + 2.0 * BOX_MARGIN) / grid
+    return -BOX_MARGIN + (np.arange(grid, dtype=np.float64) + 0.5) * BOX_SPAN / grid
 
 
-def voxel_size(length: float, grid: int = GRID) -> float:
-    """Edge (Å) of one voxel along an axis of cell length ``length`` (Å)."""
-    return float(length) * (1.0 + 2.0 * BOX_MARGIN) / grid
+def voxel_size(length, grid: int = GRID):
+    """Edge (Å) of one voxel along an axis of cell length ``length`` (Å).
+
+    A float for a float; for an array of lengths, a float32 array of the same shape.
+    """
+    if np.ndim(length):
+        return np.asarray(length, dtype=np.float32) * BOX_SPAN / grid
+    return float(length) * BOX_SPAN / grid
 
 
 def coordinate_grid(lattice_abc: Sequence[float], grid: int = GRID) -> np.ndarray:
@@ -471,8 +478,36 @@ def _species_map(numbers: np.ndarray, radii: np.ndarray, dx: np.ndarray, dy: np.
 
 
 # --------------------------------------------------------------------------------------------
-# 90° rotations
+# 90° rotations and the other operations of the cube
 # --------------------------------------------------------------------------------------------
+
+# Training augmentation draws from all 48 operations of the cube (the 24 proper rotations, each
+# with or without inversion), not only the 24 rotations: a reflected crystal is its mirror image
+# (the enantiomer of a chiral one), a real crystal with the same composition, formation energy
+# and properties, so reflected maps are as valid examples as rotated ones and double the
+# variety seen; the shipped VAE and UNet were trained this way. ``encode(rotation=…)`` and
+# :func:`rotate` keep to proper rotations, which leave a structure's handedness as it is.
+
+def random_cube_operation(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[int, ...]]:
+    """One of the 48 operations of the cube, uniformly: ``(axes, reversed axes)``.
+
+    ``axes`` is a permutation of (0, 1, 2): new axis ``a`` is old axis ``axes[a]``; then the new
+    axes in ``reversed axes`` are reversed. See :func:`apply_cube_operation`.
+    """
+    axes = tuple(int(a) for a in rng.permutation(3))
+    flips = tuple(a for a in range(3) if rng.random() < 0.5)
+    return axes, flips
+
+
+def apply_cube_operation(volume: np.ndarray, axes: Sequence[int], flips: Sequence[int]) -> np.ndarray:
+    """Transpose the last three axes of ``volume`` (shape ``(…, G, G, G)``) by ``axes``, then
+    reverse the ``flips`` among them; returns a contiguous copy."""
+    lead = volume.ndim - 3
+    out = np.transpose(volume, list(range(lead)) + [lead + int(a) for a in axes])
+    if flips:
+        out = np.flip(out, axis=[lead + int(a) for a in flips])
+    return np.ascontiguousarray(out)
+
 
 def _proper_cube_rotations() -> tuple[np.ndarray, ...]:
     import itertools
@@ -532,8 +567,7 @@ def rotate(encoded: EncodedCrystal, rotation) -> EncodedCrystal:
     flips = tuple(a for a in range(3) if signs[a] < 0)
 
     def spatial(volume: np.ndarray) -> np.ndarray:
-        out = np.transpose(volume, perm)
-        return np.ascontiguousarray(np.flip(out, axis=flips) if flips else out)
+        return apply_cube_operation(volume, perm, flips)
 
     abc = encoded.lattice_abc[list(perm)]
     coords = np.stack([spatial(encoded.coords[perm[a]]) for a in range(3)])
@@ -550,24 +584,14 @@ def rotate(encoded: EncodedCrystal, rotation) -> EncodedCrystal:
                    coords=coords, lattice_abc=abc, structure=structure)
 
 
-def random_rotation(encoded: EncodedCrystal, rng: np.random.Generator) -> EncodedCrystal:
-    """Rotate by one of the 24 proper cube rotations (identity included), drawn uniformly.
-
-    Parameters
-    ----------
-    encoded : EncodedCrystal
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    EncodedCrystal
-    """
-    return rotate(encoded, int(rng.integers(len(CUBE_ROTATIONS))))
-
-
 # --------------------------------------------------------------------------------------------
 # Network input and its inverse
 # --------------------------------------------------------------------------------------------
+
+def density_channel(density: np.ndarray) -> np.ndarray:
+    """The density channel of the network input: ``log1p(M) / DENSITY_SCALE``, float32, any shape."""
+    return (np.log1p(np.asarray(density, dtype=np.float32)) / DENSITY_SCALE).astype(np.float32)
+
 
 def model_input(encoded: EncodedCrystal) -> np.ndarray:
     """Four-channel network input ``[log1p(M)/DENSITY_SCALE, x/COORD_SCALE, y/…, z/…]``.
@@ -583,7 +607,7 @@ def model_input(encoded: EncodedCrystal) -> np.ndarray:
     """
     grid = encoded.density.shape[0]
     out = np.empty((4, grid, grid, grid), dtype=np.float32)
-    out[0] = np.log1p(encoded.density) / DENSITY_SCALE
+    out[0] = density_channel(encoded.density)
     out[1:] = encoded.coords / COORD_SCALE
     return out
 
@@ -637,7 +661,7 @@ def lattice_from_coords(coords_channels: np.ndarray, scale: float = COORD_SCALE)
         other = tuple(a for a in range(3) if a != axis)
         profile = channels[axis].mean(axis=other)
         slope = float(k_centred @ (profile - profile.mean()) / (k_centred @ k_centred))
-        abc[axis] = slope * scale * grid / (1.0 + 2.0 * BOX_MARGIN)
+        abc[axis] = slope * scale * grid / BOX_SPAN
     return abc
 
 

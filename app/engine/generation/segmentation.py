@@ -54,7 +54,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from app.engine.generation.density import BOX_MARGIN, box_fractions, element_radii
+from app.engine.generation.density import BOX_MARGIN, BOX_SPAN, box_fractions, element_radii, voxel_size
 from app.engine.core.errors import StructureReadError
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def _regions(labels: np.ndarray, min_voxels: int, sampling: Sequence[float] | fl
 
 def cell_bins(grid: int) -> int:
     """Bins per axis of the folded cell: ``floor(G / (1 + 2·BOX_MARGIN))`` (21 for G = 32)."""
-    return int(np.floor(grid / (1.0 + 2.0 * BOX_MARGIN) + 1e-9))
+    return int(np.floor(grid / BOX_SPAN + 1e-9))
 
 
 def _box_axis_geometry(grid: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -564,7 +564,7 @@ def _refine_by_sphere_fit(frac: np.ndarray, numbers: np.ndarray, abc: np.ndarray
     radius = np.sqrt(np.maximum(k + (centre ** 2).sum(axis=1), 0.0))
     # Balls under ~2 voxels in radius are too coarse for a surface fit (Si⁴⁺ in a 7 Å cell:
     # 0.06 Å fitted vs 0.003 Å centroid); uncut and nearly symmetric, their centroid is good.
-    voxel = float(np.min(abc)) * (1.0 + 2.0 * BOX_MARGIN) / grid
+    voxel = voxel_size(float(np.min(abc)), grid)
     good = (radius >= MIN_FIT_RADIUS_VOXELS * voxel) & (np.linalg.norm(centre, axis=1) < 0.5 * radius)
     fitted = np.full((n, 3), np.nan)
     fitted[np.flatnonzero(ok)[good]] = reference[np.flatnonzero(ok)[good]] + centre[good] / abc

@@ -182,10 +182,6 @@ class ConditionalVAE3D(nn.Module):
         hidden = self._hidden(z, condition)
         return self.map_head(hidden), self.species_head(hidden)
 
-    def decode_maps(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Only the density and coordinate channels (batch, channels, G, G, G)."""
-        return self.map_head(self._hidden(z, condition))
-
     def forward(self, maps: torch.Tensor, condition: torch.Tensor):
         """→ reconstructed maps, species logits, μ, log σ² (z sampled in training mode)."""
         mu, logvar = self.encode(maps, condition)

@@ -18,7 +18,8 @@ import torch
 from torch.nn import functional as F
 
 from app.engine.core.cancel import CancelToken
-from app.engine.generation.density import BOX_MARGIN, COORD_SCALE, DENSITY_SCALE, GRID, coordinate_grid, species_features
+from app.engine.generation.density import (BOX_SPAN, COORD_SCALE, GRID, apply_cube_operation, coordinate_grid,
+                                           density_channel, random_cube_operation, species_features, voxel_size)
 from app.engine.core.paths import models_dir
 from app.engine.training.loop import fit_epochs
 from app.engine.core.registry import load_model, load_state_dict, save_manifest_entry, sha256_of
@@ -35,11 +36,6 @@ VOXEL_SIZE_SCALE = 0.5
 VAE_NAME = "density_vae"
 
 
-def density_channel(density: np.ndarray) -> np.ndarray:
-    """Model units of the density channel (same transform as ``density.model_input``)."""
-    return (np.log1p(density.astype(np.float32)) / DENSITY_SCALE).astype(np.float32)
-
-
 def lattice_lengths(dataset: VoxelDataset, rows=None) -> np.ndarray:
     """Cubic cell length a (Å) of each cell, shape ``(n,)``."""
     rows = range(len(dataset)) if rows is None else rows
@@ -51,18 +47,10 @@ def split(dataset: VoxelDataset) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(~validation), np.flatnonzero(validation)
 
 
-def _random_rotation(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.ndarray]:
-    """The same random 90° rotation of the cube applied to every (…, G, G, G) array."""
-    axes = rng.permutation(3)
-    flips = [a for a in range(3) if rng.random() < 0.5]
-    out = []
-    for array in arrays:
-        lead = array.ndim - 3
-        array = np.transpose(array, list(range(lead)) + [lead + a for a in axes])
-        if flips:
-            array = np.flip(array, axis=[lead + a for a in flips])
-        out.append(np.ascontiguousarray(array))
-    return out
+def _random_cube_operation(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.ndarray]:
+    """The same random operation of the cube (one of 48, see ``density``) applied to every (…, G, G, G) array."""
+    axes, flips = random_cube_operation(rng)
+    return [apply_cube_operation(array, axes, flips) for array in arrays]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,11 +82,6 @@ def unet_input(density: torch.Tensor, voxel_size: torch.Tensor) -> torch.Tensor:
     """
     size = (voxel_size / VOXEL_SIZE_SCALE).to(density.dtype)[:, None, None, None].expand_as(density)
     return torch.stack([density, size], dim=1)
-
-
-def voxel_sizes(lattice_a: np.ndarray) -> np.ndarray:
-    """Voxel edge (Å) of cells with length ``lattice_a`` (Å): the box spans 1.5 cells in GRID voxels."""
-    return np.asarray(lattice_a, dtype=np.float32) * (1 + 2 * BOX_MARGIN) / GRID
 
 
 def _unet_loss(model: UNet3D, density: torch.Tensor, voxel_size: torch.Tensor, labels: torch.Tensor,
@@ -144,7 +127,7 @@ def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_
     lookup = np.zeros(256, dtype=np.int64)
     lookup[vocabulary] = np.arange(1, len(vocabulary) + 1)
     config = UNetConfig(species=vocabulary, in_channels=2)
-    sizes = voxel_sizes(lattice_lengths(dataset))
+    sizes = voxel_size(lattice_lengths(dataset))
     model = UNet3D(config)
     weights = torch.from_numpy(class_weights(lookup[dataset.species[train_rows[:2000]]], model.n_classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
@@ -154,7 +137,7 @@ def train_unet(epochs: int = 12, batch_size: int = 16, crop: int = 16, learning_
     def step(rows, rng):
         density, labels = [], []
         for row in rows:
-            d, s = _random_rotation(rng, dataset.density[row], dataset.species[row])
+            d, s = _random_cube_operation(rng, dataset.density[row], dataset.species[row])
             i, j, k = rng.integers(0, GRID - crop + 1, size=3)
             density.append(density_channel(d[i:i + crop, j:j + crop, k:k + crop]))
             labels.append(lookup[s[i:i + crop, j:j + crop, k:k + crop]])
@@ -185,7 +168,7 @@ def evaluate_unet(model: UNet3D, dataset: VoxelDataset, rows: np.ndarray, batch_
         chunk = rows[start:start + batch_size]
         density = torch.from_numpy(density_channel(dataset.density[chunk]))
         truth = torch.from_numpy(dataset.species[chunk].astype(np.int64))
-        predicted = segment_labels(model, density, torch.from_numpy(voxel_sizes(lattice_lengths(dataset, chunk))))
+        predicted = segment_labels(model, density, torch.from_numpy(voxel_size(lattice_lengths(dataset, chunk))))
         occupied = truth > 0
         correct += int((predicted[occupied] == truth[occupied]).sum())
         total += int(occupied.sum())
@@ -255,7 +238,7 @@ def lattice_from_coords_torch(coords: torch.Tensor) -> torch.Tensor:
         other = tuple(2 + a for a in range(3) if a != axis)
         profile = coords[:, axis].mean(dim=tuple(a - 1 for a in other))
         slope = ((profile - profile.mean(dim=1, keepdim=True)) * k).sum(dim=1) / (k * k).sum()
-        lengths.append(slope * COORD_SCALE * grid / (1.0 + 2.0 * BOX_MARGIN))
+        lengths.append(slope * COORD_SCALE * grid / BOX_SPAN)
     return torch.stack(lengths, dim=1)
 
 
@@ -286,7 +269,7 @@ def vae_batch(dataset: VoxelDataset, rows: np.ndarray, coords: torch.Tensor, loo
     for row in rows:
         d, s = dataset.density[row], dataset.species[row]
         if rng is not None:
-            d, s = _random_rotation(rng, d, s)
+            d, s = _random_cube_operation(rng, d, s)
         density.append(density_channel(d))
         species.append(s)
     species = np.stack(species)
@@ -348,7 +331,7 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * steps, pct_start=0.1)
     coords = torch.from_numpy(coordinate_grid_batch(dataset, np.arange(len(dataset))))
     lengths = torch.from_numpy(lattice_lengths(dataset))
-    sizes = voxel_sizes(lattice_lengths(dataset))
+    sizes = voxel_size(lattice_lengths(dataset))
 
     def step(rows, rng):
         inputs, classes = vae_batch(dataset, rows, coords, lookup, rng)
