@@ -1,0 +1,155 @@
+"""Energy above a reference convex hull of formation energies, with the competing phases.
+
+The hull ships as ``models/reference_hull.npz`` (built by
+``app.engine.training.hull_builder.build_reference_hull`` from the Materials Project formation
+energies of the training data): only the phases on the hull of their own chemical system are kept
+(a phase above it can never bound another composition), plus every element at 0 eV/atom. A
+look-up selects the phases whose elements are a subset of the query's and solves the small linear
+programme "cheapest mixture of phases with the query's composition" (its optimum is the hull
+energy at that composition, its support the decomposition).
+
+Energies are formation energies per atom (eV/atom) against the elemental references, on the
+legacy Materials Project scale the hull was built from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from app.engine.core.errors import ModelError
+from app.engine.core.paths import models_dir
+
+logger = logging.getLogger(__name__)
+
+HULL_NAME = "reference_hull"
+HULL_FILE = "reference_hull.npz"
+#: Atom fractions below this are not named in a decomposition.
+MIN_PHASE_FRACTION = 1e-4
+
+
+@dataclass
+class HullResult:
+    """Position of one composition against the hull.
+
+    ``e_above_hull`` (eV/atom) is negative when the energy lies below the reference hull (a
+    prediction of a new stable phase); ``decomposition`` names the hull phases at that
+    composition (``"SrO + TiO2"``; a single formula when the composition is a hull phase itself).
+    Both are None and ``error`` says why when the composition cannot be placed.
+    """
+
+    e_above_hull: float | None
+    decomposition: str | None
+    error: str | None = None
+    hull_energy: float | None = None
+
+
+class ReferenceHull:
+    """Phases of the reference hull: compositions (atom fractions) and formation energies.
+
+    Parameters
+    ----------
+    elements : sequence of str
+        Element symbols, the columns of ``fractions``.
+    fractions : ndarray, shape (n_phases, n_elements)
+        Atom fractions of each phase (rows sum to 1).
+    energies : ndarray, shape (n_phases,)
+        Formation energy per atom of each phase (eV/atom).
+    formulas, ids : sequence of str
+        Reduced formula and source id of each phase.
+    """
+
+    def __init__(self, elements, fractions, energies, formulas, ids):
+        self.elements = [str(e) for e in elements]
+        self._column = {symbol: i for i, symbol in enumerate(self.elements)}
+        self.fractions = np.asarray(fractions, dtype=float)
+        self.energies = np.asarray(energies, dtype=float)
+        self.formulas = [str(f) for f in formulas]
+        self.ids = [str(i) for i in ids]
+        self._present = self.fractions > 0  # (n_phases, n_elements): the chemical-system filter
+        self._cached = lru_cache(maxsize=65536)(self._place_fractions)
+
+    @classmethod
+    def load(cls, folder: Path | None = None) -> "ReferenceHull":
+        """The shipped hull (``models/reference_hull.npz``); ModelError when it is missing."""
+        path = (folder or models_dir()) / HULL_FILE
+        if not path.is_file():
+            raise ModelError(f"The reference convex hull ({path.name}) is missing from {path.parent}; "
+                             "rebuild it with 'crystal-designer build-index'.")
+        began = time.perf_counter()
+        with np.load(path, allow_pickle=False) as data:
+            hull = cls(data["elements"], _dense(data), data["energies"], data["formulas"], data["ids"])
+        logger.debug("reference hull: %d phases loaded in %.3f s", len(hull.energies), time.perf_counter() - began)
+        return hull
+
+    def save(self, path: Path) -> Path:
+        """Write the compact ``.npz`` form (sparse fractions) to ``path``."""
+        rows, cols = np.nonzero(self.fractions)
+        np.savez_compressed(path, elements=np.array(self.elements), energies=self.energies.astype(np.float32),
+                            formulas=np.array(self.formulas), ids=np.array(self.ids),
+                            entry_of=rows.astype(np.int32), element_of=cols.astype(np.int16),
+                            fraction=self.fractions[rows, cols].astype(np.float64))
+        return path
+
+    def __len__(self) -> int:
+        return len(self.energies)
+
+    def without(self, ids) -> "ReferenceHull":
+        """A copy without the phases of ``ids`` (to evaluate held-out entries honestly)."""
+        drop = set(ids)
+        keep = [i for i, name in enumerate(self.ids) if name not in drop]
+        return ReferenceHull(self.elements, self.fractions[keep], self.energies[keep],
+                             [self.formulas[i] for i in keep], [self.ids[i] for i in keep])
+
+    def e_above_hull(self, composition, formation_energy_per_atom: float | None) -> HullResult:
+        """Energy above the hull (eV/atom) of ``composition`` at ``formation_energy_per_atom``.
+
+        ``composition`` is a pymatgen Composition, a Structure or a formula string.
+        """
+        from pymatgen.core import Composition
+
+        if formation_energy_per_atom is None or not np.isfinite(formation_energy_per_atom):
+            return HullResult(None, None, "no formation energy to place on the hull")
+        composition = getattr(composition, "composition", composition)
+        composition = Composition(composition) if isinstance(composition, str) else composition
+        amounts = composition.fractional_composition.get_el_amt_dict()
+        missing = sorted(symbol for symbol in amounts if symbol not in self._column)
+        if missing:
+            return HullResult(None, None, f"no reference energy for {', '.join(missing)} in the hull")
+        key = tuple(sorted((symbol, round(x, 6)) for symbol, x in amounts.items() if x > 0))
+        hull_energy, decomposition = self._cached(key)
+        if hull_energy is None:
+            return HullResult(None, None, decomposition)
+        return HullResult(float(formation_energy_per_atom) - hull_energy, decomposition, None, hull_energy)
+
+    def _place_fractions(self, key: tuple) -> tuple[float | None, str]:
+        """Hull energy (eV/atom) and decomposition text at the composition ``key``."""
+        from scipy.optimize import linprog
+
+        columns = [self._column[symbol] for symbol, _ in key]
+        outside = np.ones(len(self.elements), dtype=bool)
+        outside[columns] = False
+        candidates = np.flatnonzero(~(self._present & outside).any(axis=1))
+        if len(candidates) == 0:
+            return None, "no hull phase in this chemical system"
+        a_eq = self.fractions[np.ix_(candidates, columns)].T
+        b_eq = np.array([x for _, x in key])
+        b_eq = b_eq / b_eq.sum()
+        solution = linprog(self.energies[candidates], A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+        if not solution.success:
+            return None, f"the hull could not be evaluated here ({solution.message})"
+        weights = solution.x
+        order = np.argsort(-weights)
+        phases = [self.formulas[candidates[i]] for i in order if weights[i] > MIN_PHASE_FRACTION]
+        return float(solution.fun), " + ".join(dict.fromkeys(phases))
+
+
+def _dense(data) -> np.ndarray:
+    fractions = np.zeros((len(data["energies"]), len(data["elements"])))
+    fractions[data["entry_of"], data["element_of"]] = data["fraction"]
+    return fractions

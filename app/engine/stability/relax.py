@@ -1,0 +1,317 @@
+"""Relaxing crystals (cell and positions) with the CHGNet machine-learned potential, offline.
+
+CHGNet 0.4.2's pretrained weights ship inside its wheel; :func:`load_chgnet` loads them once per
+process (nothing is downloaded). All structures of a call relax in lockstep: one batched CHGNet
+evaluation per optimiser step serves every unconverged structure, each with its own ASE FIRE
+optimiser on a ``FrechetCellFilter`` (cell and positions together). A relaxation that diverges
+(energy blows up, atoms collide, the cell collapses or explodes, the step cap is reached far from
+converged) is reported in ``RelaxationResult.error``, never raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from app.engine.core.cancel import CancelToken, ProgressCallback
+from app.engine.core.errors import ModelError
+from app.engine.core.symmetry import space_group_label
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FMAX = 0.1  # eV/Å
+DEFAULT_MAX_STEPS = 300
+#: Structures evaluated together per CHGNet call.
+BATCH_SIZE = 64
+#: Divergence limits: energy per atom (eV/atom), closest pair (Å), volume ratio to the start.
+MAX_ENERGY_PER_ATOM = 5.0
+MIN_PAIR_DISTANCE = 0.6
+VOLUME_RATIO_RANGE = (0.25, 4.0)
+#: At the step cap, a largest force within this multiple of fmax still counts as relaxed.
+NEAR_CONVERGED_FACTOR = 3.0
+GPA_TO_EV_PER_A3 = 1 / 160.21766208
+
+#: Pairs closer than this fraction of the sum of covalent radii are unphysical. Chosen on every
+#: training crystal (``app.engine.training.hull_builder`` reports the smallest ratio found).
+COVALENT_FRACTION = 0.6
+
+_model_lock = threading.Lock()
+_models: dict[str, object] = {}
+
+
+@dataclass
+class RelaxationResult:
+    """Outcome of relaxing one structure.
+
+    ``structure`` is the relaxed crystal (None when it failed); ``energy_per_atom`` is CHGNet's
+    energy (eV/atom, MPtrj GGA/GGA+U scale); ``max_force`` the largest residual force (eV/Å,
+    cell included); ``volume_change_percent`` relative to the input; ``rms_displacement`` (Å) of
+    the atoms in fractional-coordinate terms scaled by the relaxed cell; space groups are refined
+    labels (``"Pm-3m (221)"``); ``matches_unrelaxed`` whether StructureMatcher still pairs the
+    relaxed and input crystals; ``error`` the reason the relaxation failed (None when relaxed).
+    """
+
+    structure: object | None
+    energy_per_atom: float | None
+    steps: int
+    max_force: float | None
+    volume_change_percent: float | None
+    rms_displacement: float | None
+    space_group_before: str
+    space_group_after: str | None
+    matches_unrelaxed: bool | None
+    error: str | None = None
+    converged: bool = False
+
+
+def load_chgnet(device: str = "cpu"):
+    """The pretrained CHGNet model on ``device`` (loaded once per process and device)."""
+    from app.engine.core.devices import select_device
+
+    torch_device = str(select_device(device))
+    with _model_lock:
+        if torch_device not in _models:
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    from chgnet.model import CHGNet
+
+                    _models[torch_device] = CHGNet.load(use_device=torch_device, verbose=False)
+            except Exception as error:  # a broken install must read as a message, not a traceback
+                raise ModelError(f"The CHGNet potential could not be loaded ({error}).") from error
+            _models[torch_device].eval()
+        return _models[torch_device]
+
+
+def chgnet_energies(structures: Sequence, device: str = "cpu", batch_size: int = BATCH_SIZE) -> list[float]:
+    """CHGNet energies per atom (eV/atom) of ``structures`` as given (no relaxation)."""
+    model = load_chgnet(device)
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = model.predict_structure(list(structures), task="e", batch_size=batch_size)
+    out = out if isinstance(out, list) else [out]
+    return [float(o["e"]) for o in out]
+
+
+def covalent_distance_ok(structure, fraction: float | None = None) -> bool:
+    """True when no pair of atoms is closer than ``fraction`` × (rᵢ + rⱼ) covalent radii."""
+    return min_covalent_ratio(structure) >= (COVALENT_FRACTION if fraction is None else fraction)
+
+
+def min_covalent_ratio(structure) -> float:
+    """Smallest distance / (rᵢ + rⱼ) over all pairs (periodic images included); inf for one atom alone."""
+    from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
+
+    radii = np.array([CovalentRadius.radius.get(site.specie.symbol, 1.5) for site in structure])
+    i, j, _, distance = structure.get_neighbor_list(r=3.2 * radii.max())
+    if len(distance) == 0:
+        return math.inf
+    return float(np.min(distance / (radii[i] + radii[j])))
+
+
+class _PresetResults:
+    """ASE calculator whose results are filled in from the batched CHGNet call."""
+
+    implemented_properties = ("energy", "free_energy", "forces", "stress")
+
+    def __init__(self):
+        from ase.calculators.calculator import Calculator
+
+        self.calculator = type("BatchedCHGNet", (Calculator,), {
+            "implemented_properties": list(self.implemented_properties),
+            "calculate": _not_preset,
+        })()
+
+
+def _not_preset(self, atoms=None, properties=None, system_changes=None):
+    raise ModelError("internal: the relaxation asked for energies outside the batched evaluation")
+
+
+class _Run:
+    """One structure's relaxation state."""
+
+    def __init__(self, structure):
+        from ase.filters import FrechetCellFilter
+        from ase.optimize import FIRE
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        self.start = structure
+        self.atoms = AseAtomsAdaptor.get_atoms(structure)
+        self.atoms.calc = _PresetResults().calculator
+        self.filter = FrechetCellFilter(self.atoms)
+        self.optimizer = FIRE(self.filter, logfile=None)
+        self.steps = 0
+        self.energy_per_atom = math.nan
+        self.max_force = math.inf
+        self.done = False
+        self.error: str | None = None
+        self.converged = False
+
+    def structure(self):
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return AseAtomsAdaptor.get_structure(self.atoms)
+
+    def take(self, prediction: dict) -> None:
+        """Store CHGNet's energy/forces/stress for the current geometry."""
+        n = len(self.atoms)
+        self.energy_per_atom = float(prediction["e"])
+        calc = self.atoms.calc
+        stress = np.asarray(prediction["s"], dtype=float) * GPA_TO_EV_PER_A3
+        calc.results = {"energy": self.energy_per_atom * n, "free_energy": self.energy_per_atom * n,
+                        "forces": np.asarray(prediction["f"], dtype=float), "stress": stress}
+        calc.atoms = self.atoms.copy()
+        self.max_force = float(np.linalg.norm(self.filter.get_forces(), axis=1).max())
+
+
+def relax_structures(structures: Sequence, *, fmax: float = DEFAULT_FMAX, max_steps: int = DEFAULT_MAX_STEPS,
+                     device: str = "auto", progress: ProgressCallback | None = None,
+                     cancel: CancelToken | None = None, batch_size: int = BATCH_SIZE) -> list[RelaxationResult]:
+    """Relax ``structures`` (cell and positions) with CHGNet; one result per structure, in order.
+
+    Parameters
+    ----------
+    fmax : float
+        Convergence threshold on the largest force (eV/Å; cell forces included).
+    max_steps : int
+        FIRE step cap per structure.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    progress, cancel
+        ``progress(done, total, message)`` after every step; ``cancel`` is checked between steps
+        (raises CancelledError).
+    """
+    model = load_chgnet(device)
+    runs = []
+    for structure in structures:
+        run = None
+        try:
+            run = _Run(structure)
+        except Exception as error:  # unreadable geometry: report it on this structure only
+            logger.debug("relaxation set-up failed", exc_info=True)
+            run = _FailedRun(structure, f"the structure cannot be relaxed ({error})")
+        runs.append(run)
+    total = len(runs)
+    for step in range(max_steps + 1):
+        active = [run for run in runs if not run.done]
+        if not active:
+            break
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        _evaluate(model, active, batch_size)
+        for run in active:
+            _advance(run, fmax, step == max_steps)
+        if progress is not None:
+            progress(sum(run.done for run in runs), total, f"relaxing (step {step + 1})")
+    return [_result(run) for run in runs]
+
+
+class _FailedRun:
+    def __init__(self, structure, error: str):
+        self.start, self.error, self.done, self.steps = structure, error, True, 0
+
+
+def _evaluate(model, runs: list, batch_size: int) -> None:
+    """One batched CHGNet call for the current geometries of ``runs``; marks failures."""
+    geometries = []
+    for run in runs:
+        problem = _geometry_problem(run)
+        if problem:
+            run.error, run.done = problem, True
+        else:
+            geometries.append(run)
+    if not geometries:
+        return
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predictions = model.predict_structure([run.structure() for run in geometries], task="efs",
+                                                  batch_size=batch_size)
+    except Exception as error:  # one bad graph (e.g. isolated atom) fails the batch: retry one by one
+        if len(geometries) == 1:
+            geometries[0].error, geometries[0].done = f"CHGNet could not evaluate it ({error})", True
+            return
+        for run in geometries:
+            _evaluate(model, [run], 1)
+        return
+    predictions = predictions if isinstance(predictions, list) else [predictions]
+    for run, prediction in zip(geometries, predictions):
+        run.take(prediction)
+
+
+def _geometry_problem(run) -> str | None:
+    """Why the current geometry is divergent, or None."""
+    volume_ratio = run.atoms.get_volume() / run.start.volume
+    if not math.isfinite(volume_ratio) or volume_ratio < VOLUME_RATIO_RANGE[0]:
+        return f"the cell collapsed (volume ×{volume_ratio:.2f})"
+    if volume_ratio > VOLUME_RATIO_RANGE[1]:
+        return f"the cell exploded (volume ×{volume_ratio:.2f})"
+    if len(run.atoms) > 1:
+        distances = run.atoms.get_all_distances(mic=True)
+        closest = float(np.min(distances[np.triu_indices(len(run.atoms), 1)]))
+        if closest < MIN_PAIR_DISTANCE:
+            return f"atoms collided ({closest:.2f} Å apart)"
+    return None
+
+
+def _advance(run, fmax: float, last: bool) -> None:
+    """Convergence and divergence checks, then one FIRE step."""
+    if run.done:
+        return
+    if not math.isfinite(run.energy_per_atom) or run.energy_per_atom > MAX_ENERGY_PER_ATOM:
+        run.error, run.done = f"the energy blew up ({run.energy_per_atom:.1f} eV/atom)", True
+        return
+    if run.max_force <= fmax:
+        run.done = run.converged = True
+        return
+    if last:
+        run.done = True
+        if run.max_force > NEAR_CONVERGED_FACTOR * fmax:
+            run.error = (f"step cap of {run.steps} steps reached far from converged "
+                         f"(largest force {run.max_force:.2f} eV/Å)")
+        return
+    run.optimizer.step()
+    run.steps += 1
+
+
+def _result(run) -> RelaxationResult:
+    before = space_group_label(run.start)
+    if run.error is not None:
+        return RelaxationResult(None, None, run.steps, _finite(getattr(run, "max_force", None)), None, None,
+                                before, None, None, run.error)
+    relaxed = run.structure()
+    return RelaxationResult(
+        structure=relaxed, energy_per_atom=run.energy_per_atom, steps=run.steps, max_force=run.max_force,
+        volume_change_percent=100.0 * (relaxed.volume / run.start.volume - 1.0),
+        rms_displacement=_rms_displacement(run.start, relaxed), space_group_before=before,
+        space_group_after=space_group_label(relaxed), matches_unrelaxed=_matches(run.start, relaxed),
+        error=None, converged=run.converged)
+
+
+def _finite(value):
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _rms_displacement(start, relaxed) -> float:
+    """RMS atom displacement (Å): fractional shifts (minimum image) in the relaxed cell."""
+    shift = relaxed.frac_coords - start.frac_coords
+    shift -= np.round(shift)
+    cartesian = relaxed.lattice.get_cartesian_coords(shift)
+    cartesian -= cartesian.mean(axis=0)  # a rigid translation is no displacement
+    return float(np.sqrt(np.mean(np.sum(cartesian ** 2, axis=1))))
+
+
+def _matches(start, relaxed) -> bool | None:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    try:
+        return bool(StructureMatcher().fit(start, relaxed))
+    except Exception:  # matcher failures on odd cells mean "cannot tell"
+        return None
