@@ -79,10 +79,7 @@ def run_gui(open_paths: list[str] | None = None, screenshot: str | None = None, 
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
 
-    settings = load_settings()
-    if device:
-        settings.device = device
-    window = MainWindow(settings)
+    window = MainWindow(load_settings(), device=device)  # a run's --device is not saved
     uninstall_hook = install_excepthook(window.notifier.report_exception)
     _close_on_ctrl_c(window)
     status = {"code": 0}

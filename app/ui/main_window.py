@@ -63,6 +63,8 @@ class MainWindow(QMainWindow):
         Where settings and the session are saved (default: the platformdirs locations).
     client_factory : callable, optional
         Builds the :class:`WorkerClient` from ``device`` and its callbacks (tests may wrap it).
+    device : str, optional
+        Torch device of this run only (``gui --device``); the saved setting is left as it is.
 
     Signals
     -------
@@ -74,7 +76,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: AppSettings, *, settings_path: Path | None = None,
                  session_path: Path | None = None, client_factory: Callable[..., WorkerClient] = WorkerClient,
-                 parent=None) -> None:
+                 device: str | None = None, parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Crystal Designer")
         self.setObjectName("crystal_designer_main_window")
@@ -87,7 +89,9 @@ class MainWindow(QMainWindow):
         self.status = AppStatusBar(self)
         self.setStatusBar(self.status)
         self.notifier = Notifier(self, self.status)
-        self.client = client_factory(settings.device, on_state=self.status.set_worker_state,
+        #: The device of this run: ``device`` if given, else the saved setting (never written back).
+        self.device = device or settings.device
+        self.client = client_factory(self.device, on_state=self.status.set_worker_state,
                                      on_models=self._on_models, on_crash=self._on_worker_crash)
         self.model = ResultsModel(self)
         self.controller = DesignController(self.model, self.client, settings, self)

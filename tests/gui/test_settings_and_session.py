@@ -109,3 +109,14 @@ def test_the_window_constructor_starts_no_worker(tiny_models, qt_loop, qtbot):
         assert window.client.pid is None and window.client.state == "stopped"
     finally:
         window.close()
+
+
+@requires_display
+def test_a_device_for_this_run_is_not_saved(make_window):
+    from app.settings import load_settings, save_settings
+
+    save_settings(AppSettings(device="auto"))
+    window = make_window(device="cpu")
+    assert window.device == "cpu" and window.settings.device == "auto"
+    window.close()
+    assert load_settings().device == "auto"
