@@ -189,3 +189,36 @@ def test_data_join_normalises_formulas_and_keeps_the_lowest_enthalpy(tmp_path, m
     assert list(data.formulas) == ["FeO", "KBr", "NaCl"]  # Al2O3 dropped: implausible volume
     assert data.targets[list(data.formulas).index("NaCl")].tolist() == pytest.approx([-2.2, -3.6, 22.0])
     assert data.report["implausible_labels_dropped"] == 1
+
+
+def test_training_writes_entries_and_cards_and_resumes(tmp_path, monkeypatch):
+    from app.engine.compositions.runtime import CompositionGenerator, CompositionPredictor
+    from app.engine.core.registry import load_manifest
+    from app.engine.training import train_ding
+    from app.engine.training.ding_data import CompositionData
+
+    monkeypatch.setenv("CRYSTAL_DESIGNER_CACHE", str(tmp_path / "cache"))
+    formulas = ["NaCl", "KBr", "FeO", "Al2O3", "MgO", "CaF2"]
+    from app.engine.compositions.formula import count_vector
+
+    data = CompositionData(np.array(formulas), np.stack([count_vector(parse_formula(f)) for f in formulas]),
+                           np.array([[-2.1, -3.5, 23], [-1.9, -3.2, 35], [-1.4, -7.0, 10], [-3.4, -7.5, 8.5],
+                                     [-3.0, -6.0, 9.5], [-4.0, -5.0, 13]], dtype=np.float32),
+                           np.array([False, False, False, False, True, True]), {"formation_enthalpy_rows": 6,
+                           "joined_three_files": 6, "compositions_joined": 6, "formation_enthalpy_unusable_formulas": 0,
+                           "implausible_labels_dropped": 0, "compositions_used": 6})
+    out = tmp_path / "models"
+    out.mkdir()
+    train_ding.write_known_compositions(data, out)
+    for prop in ("formation_enthalpy", "energy_per_atom", "volume_per_atom"):
+        entry = train_ding.train_predictor(prop, data, epochs=1, output_dir=out)
+        assert entry["metrics"]["validation_count"] == 2 and entry["epochs_completed"] == 1
+    entry = train_ding.train_cvae(data, epochs=1, output_dir=out)
+    manifest = load_manifest(out)
+    assert {"ding_formation_enthalpy", "ding_cvae", "ding_compositions"} <= set(manifest)
+    assert (out / "ding_cvae.md").read_text().startswith("# Model card: ding_cvae")
+    assert "0 of 1" not in (out / "ding_formation_enthalpy.md").read_text()
+    again = train_ding.train_cvae(data, epochs=1, output_dir=out)  # resumes: no epoch left to train
+    assert again["history"] == entry["history"]
+    generator = CompositionGenerator(folder=out, predictor=CompositionPredictor(folder=out))
+    assert generator.generate({"formation_enthalpy": -2.0}, n=4).counts["samples"] == 4

@@ -197,7 +197,8 @@ def train_cvae(data: CompositionData, epochs: int = CVAE_EPOCHS, fresh: bool = F
     return _write_cvae(model, metrics, state, epochs, data, output_dir or models_dir())
 
 
-def _common_entry(data: CompositionData, epochs: int, state: dict, learning_rate: float) -> dict:
+def _common_entry(data: CompositionData, epochs: int, state: dict, learning_rate: float,
+                  batch_size: int = BATCH_SIZE) -> dict:
     return {
         "data": {"dataset": "compositions/oqmd", "sources": [SOURCE], "preparation": data.report,
                  "plausible_ranges": {k: list(v) for k, v in PLAUSIBLE_RANGES.items()}},
@@ -207,7 +208,7 @@ def _common_entry(data: CompositionData, epochs: int, state: dict, learning_rate
         "history": [{k: v for k, v in h.items()} for h in state["history"]],
         "created": time.strftime("%Y-%m-%d"),
         "training_settings": {"optimizer": "AdamW + cosine decay", "learning_rate": learning_rate,
-                              "batch_size": BATCH_SIZE},
+                              "batch_size": batch_size},
     }
 
 
@@ -243,10 +244,10 @@ def _write_cvae(model, metrics, state, epochs, data, output_dir: Path) -> dict:
                               "latent_dim": CVAE_LATENT, "conditions": list(PROPERTIES),
                               "condition_mean": model.condition_mean.tolist(),
                               "condition_std": model.condition_std.tolist()},
-             "units": dict(UNITS), **_common_entry(data, epochs, state, CVAE_LEARNING_RATE),
+             "units": dict(UNITS), **_common_entry(data, epochs, state, CVAE_LEARNING_RATE, CVAE_BATCH_SIZE),
              "training": {"loss": "categorical cross-entropy summed over element blocks + KL "
                                   f"(weight {KL_WEIGHT}, linear warm-up from 0 over {KL_WARMUP_EPOCHS} epochs, free bits "
-                                  f"{FREE_BITS_PER_DIMENSION} nats per latent dimension); batch {CVAE_BATCH_SIZE}"},
+                                  f"{FREE_BITS_PER_DIMENSION} nats per latent dimension)"},
              "metrics": metrics, "card": f"{CVAE_NAME}.md"}
     save_manifest_entry(CVAE_NAME, entry, output_dir)
     (output_dir / f"{CVAE_NAME}.md").write_text(cvae_card(entry))
