@@ -114,3 +114,16 @@ def test_chunks_have_independent_reproducible_seeds(tmp_path):
     assert len({t.seed for t in tasks}) == len(tasks)
     assert [t.seed for t in tasks] == [t.seed for t in plan_tasks(["a.cif", "b.cif"], 10, GenerationSettings(), 7,
                                                                    tmp_path, chunk=4)]
+
+
+def test_each_process_takes_the_threads_of_the_cores_it_is_given():
+    code = ("import torch, os\nfrom app.engine.core.threads import configure_threads\n"
+            "print(configure_threads(), torch.get_num_threads(), os.environ['OMP_NUM_THREADS'])")
+    env = {**os.environ, "CRYSTAL_DESIGNER_CORES": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1", "1"]
+    env["CRYSTAL_DESIGNER_CORES"] = "3"
+    code = code.replace("configure_threads()", "configure_threads(reserve=1)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "2", "2"]
