@@ -21,6 +21,10 @@ def add_parser(commands, device_choices) -> None:
     predict.add_argument("--max-file-mb", type=float, default=20.0, help="refuse larger files (MB)")
     predict.add_argument("--max-sites", type=int, default=5000, help="refuse structures with more sites")
     add_precision_argument(predict)
+    predict.add_argument("--relax", action="store_true",
+                         help="relax each structure with CHGNet first and report the relaxed values")
+    predict.add_argument("--relax-fmax", type=float, default=0.1, help="--relax: force threshold (eV/Å)")
+    predict.add_argument("--relax-steps", type=int, default=300, help="--relax: step cap per structure")
     predict.set_defaults(handler=run)
 
 
@@ -33,7 +37,12 @@ def run(args) -> int:
     limits = ReadLimits(max_file_bytes=int(args.max_file_mb * 1_000_000), max_sites=args.max_sites)
     try:
         # A loader, not a predictor: the models load while the file readers have started.
-        if args.model == "pointnet":
+        if getattr(args, "relax", False):
+            from app.engine.properties.relaxed_predictions import predict_relaxed_files
+
+            records = predict_relaxed_files(args.paths, PropertyPredictor(device=args.device), limits=limits,
+                                            fmax=args.relax_fmax, max_steps=args.relax_steps, device=args.device)
+        elif args.model == "pointnet":
             from app.engine.properties.pointnet_predictor import PointNetPredictor
 
             records = predict_files(args.paths, lambda: PointNetPredictor(device=args.device), limits=limits,
@@ -44,6 +53,7 @@ def run(args) -> int:
     except CrystalDesignerError as error:
         report_error(error)
         return 2
+    _add_hull_fields(records)
     write_records(records, args.format, sys.stdout, precision=args.precision)
     failed = [r for r in records if r["error"]]
     for record in failed:
@@ -52,3 +62,15 @@ def run(args) -> int:
         report_error("no crystal files found in the given paths.")
         return 1
     return 1 if failed else 0
+
+
+def _add_hull_fields(records: list[dict]) -> None:
+    """``e_above_hull``, ``decomposition`` and ``hull_error`` on every record (reason when no hull)."""
+    from app.engine.core.errors import ModelError
+    from app.engine.stability.hull import ReferenceHull, add_hull_fields
+
+    try:
+        hull, problem = ReferenceHull.load(), None
+    except ModelError as error:
+        hull, problem = None, str(error)
+    add_hull_fields(records, hull, problem)

@@ -153,3 +153,21 @@ def _dense(data) -> np.ndarray:
     fractions = np.zeros((len(data["energies"]), len(data["elements"])))
     fractions[data["entry_of"], data["element_of"]] = data["fraction"]
     return fractions
+
+
+def add_hull_fields(records: list[dict], hull: "ReferenceHull | None", hull_problem: str | None = None) -> None:
+    """Give each prediction record ``e_above_hull`` (eV/atom), ``decomposition`` and ``hull_error``.
+
+    Uses the record's ``formula`` and predicted ``formation_energy_per_atom``; with no ``hull``
+    every record gets ``hull_problem`` as its reason.
+    """
+    for record in records:
+        if hull is None:
+            result = HullResult(None, None, hull_problem or "no reference hull in this installation")
+        elif record.get("formula") is None or record.get("formation_energy_per_atom") is None:
+            result = HullResult(None, None, "no predicted formation energy")
+        else:
+            result = hull.e_above_hull(record["formula"], record["formation_energy_per_atom"])
+        record["e_above_hull"] = result.e_above_hull
+        record["decomposition"] = result.decomposition
+        record["hull_error"] = result.error

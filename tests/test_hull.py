@@ -1,0 +1,102 @@
+"""The reference convex hull: E_hull, decomposition, compact file, prediction records."""
+
+import json
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from app.engine.core.errors import ModelError
+from app.engine.stability.hull import ReferenceHull, add_hull_fields
+from app.engine.training.hull_builder import hull_from_rows, prune_to_hull
+
+ROWS = [("mp-1", "SrO", -3.0), ("mp-2", "TiO2", -3.4), ("mp-3", "SrTiO3", -3.5),
+        ("mp-4", "Sr2TiO4", -3.1),  # above SrO + SrTiO3: 2/7 * -3.0 + 5/7 * -3.5 = -3.357
+        ("mp-5", "TiO2", -3.3)]  # a higher polymorph of a formula already there
+
+
+@pytest.fixture
+def tiny_hull():
+    return hull_from_rows(ROWS, ["O", "Sr", "Ti"])
+
+
+def test_known_stable_compound_is_on_the_hull(tiny_hull):
+    result = tiny_hull.e_above_hull("SrTiO3", -3.5)
+    assert result.error is None
+    assert result.e_above_hull == pytest.approx(0.0, abs=1e-9)
+    assert result.decomposition == "SrTiO3"
+
+
+def test_made_up_unstable_compound_lies_above_with_its_decomposition(tiny_hull):
+    hull = tiny_hull.without(["mp-3"])
+    result = hull.e_above_hull("SrTiO3", -3.0)
+    # SrTiO3 = SrO (2 of 5 atoms) + TiO2 (3 of 5): hull energy 0.4 * -3.0 + 0.6 * -3.4 = -3.24
+    assert result.e_above_hull == pytest.approx(0.24, abs=1e-6)
+    assert result.decomposition == "TiO2 + SrO"
+    assert tiny_hull.e_above_hull("Sr2TiO4", -3.1).e_above_hull == pytest.approx(-3.1 + 3.3571429, abs=1e-5)  # fractions keyed to 6 decimals
+
+
+def test_energy_below_the_hull_is_negative_and_structures_are_accepted(tiny_hull):
+    from pymatgen.core import Lattice, Structure
+
+    structure = Structure(Lattice.cubic(3.9), ["Sr", "Ti", "O", "O", "O"],
+                          [[0, 0, 0], [.5, .5, .5], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
+    assert tiny_hull.e_above_hull(structure, -3.6).e_above_hull == pytest.approx(-0.1)
+
+
+def test_element_without_reference_gives_a_reason(tiny_hull):
+    result = tiny_hull.e_above_hull("BaTiO3", -3.5)
+    assert result.e_above_hull is None and "Ba" in result.error
+    assert tiny_hull.e_above_hull("SrO", None).error
+
+
+def test_pruning_keeps_hull_phases_and_file_round_trips(tiny_hull, tmp_path):
+    pruned = prune_to_hull(tiny_hull)
+    assert sorted(pruned.formulas) == ["O", "Sr", "SrO", "SrTiO3", "Ti", "TiO2"]
+    assert pruned.energies[pruned.formulas.index("TiO2")] == pytest.approx(-3.4)
+    pruned.save(tmp_path / "reference_hull.npz")
+    loaded = ReferenceHull.load(tmp_path)
+    assert loaded.formulas == pruned.formulas
+    np.testing.assert_allclose(loaded.fractions, pruned.fractions)
+    assert loaded.e_above_hull("Sr2TiO4", -3.0).e_above_hull == pytest.approx(0.3571429, abs=1e-5)
+
+
+def test_missing_hull_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="build-index"):
+        ReferenceHull.load(tmp_path)
+
+
+def test_records_gain_hull_fields(tiny_hull):
+    records = [{"formula": "SrTiO3", "formation_energy_per_atom": -3.4},
+               {"formula": "NaCl", "formation_energy_per_atom": -2.0},
+               {"formula": None, "formation_energy_per_atom": None}]
+    add_hull_fields(records, tiny_hull)
+    assert records[0]["e_above_hull"] == pytest.approx(0.1) and records[0]["decomposition"] == "SrTiO3"
+    assert records[1]["e_above_hull"] is None and "Na" in records[1]["hull_error"]
+    assert records[2]["hull_error"]
+    add_hull_fields(records, None, "no hull here")
+    assert all(r["hull_error"] == "no hull here" for r in records)
+
+
+def test_predict_records_carry_e_above_hull(tiny_models, example, capsys):
+    prune_to_hull(hull_from_rows(ROWS, ["O", "Sr", "Ti"])).save(tiny_models / "reference_hull.npz")
+    assert main(["predict", str(example("SrTiO3")), str(example("NaCl")), "--device", "cpu"]) == 0
+    srtio3, nacl = json.loads(capsys.readouterr().out)
+    assert isinstance(srtio3["e_above_hull"], float) and srtio3["decomposition"]
+    assert nacl["e_above_hull"] is None and "Na" in nacl["hull_error"]
+
+
+def test_predict_without_hull_says_why(tiny_models, example, capsys):
+    assert main(["predict", str(example("NaCl")), "--device", "cpu"]) == 0
+    record = json.loads(capsys.readouterr().out)[0]
+    assert record["e_above_hull"] is None and "reference_hull" in record["hull_error"]
+
+
+@pytest.mark.integration
+def test_shipped_hull_places_known_phases():
+    hull = ReferenceHull.load()
+    assert hull.e_above_hull("SrTiO3", hull.energies[hull.formulas.index("SrTiO3")]).e_above_hull == pytest.approx(0)
+    own = hull.ids[hull.formulas.index("SrTiO3")]
+    assert hull.e_above_hull("SrTiO3", -3.0).decomposition == "SrTiO3"
+    result = hull.without([own]).e_above_hull("SrTiO3", -3.0)
+    assert result.e_above_hull > 0.3 and "+" in result.decomposition
