@@ -30,7 +30,9 @@ def add_parser(commands, device_choices) -> None:
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="validation metrics of a shipped model")
-    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", POINTNET_MODEL, DING_MODEL))
+    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", "hull", POINTNET_MODEL, DING_MODEL))
+    evaluate.add_argument("--n-held-out", type=int, default=300, help="hull: held-out MP crystals")
+    evaluate.add_argument("--n-relax", type=int, default=30, help="hull: held-out crystals also relaxed")
     evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
     evaluate.add_argument("--n-samples", type=int, default=1000, help="generator: random samples")
     evaluate.add_argument("--stability", action="store_true",
@@ -78,6 +80,11 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
+    if args.name == "hull":
+        from app.engine.training.evaluate_hull import evaluate_hull
+
+        write_json(evaluate_hull(n_chgnet=args.n_held_out, n_relax=args.n_relax))
+        return 0
     if args.name == DING_MODEL:
         from app.engine.training.evaluate_ding import evaluate_ding
 
@@ -117,4 +124,7 @@ def run_build_index(args) -> int:
     print(build_element_references())
     print(build_training_index())
     print(build_structure_index())
+    from app.engine.training.hull_builder import build_reference_hull
+
+    print(build_reference_hull())
     return 0
