@@ -4,6 +4,8 @@ Each atom of a standardised cell is one point: its Cartesian coordinates (Å) pl
 feature vector of its element (:mod:`app.engine.core.elements`). The standardised cell is the
 Niggli-reduced cell of the given cell, in the canonical orientation of its lattice parameters
 (a along x, b in the xy plane), atoms wrapped into the cell and the cloud centred on its centroid.
+(The given cell is first put into that orientation, so the reduction itself cannot depend on how the
+input was rotated; a left-handed cell becomes its mirror image, which has the same properties.)
 The cell is not made primitive (spglib costs more than the whole model; the training cells are
 mostly primitive already). The canonical orientation makes the point cloud, and so the prediction,
 independent of how the input crystal is rotated; training adds random rotations on top so that
@@ -88,8 +90,14 @@ def point_cloud(structure) -> PointCloud:
     atomic_numbers = np.array([site.specie.Z for site in structure], dtype=np.int16)
     if atomic_numbers.max() > MAX_Z:
         raise StructureReadError(f"Elements beyond Z = {MAX_Z} have no feature vector.")
+    from pymatgen.core import Lattice
+
+    # Orient the cell canonically before reducing it: the reduction picks among equivalent cells by
+    # Cartesian search order, so a rotated input could otherwise come back as another (sign-flipped) cell.
+    oriented = canonical_lattice_matrix(*structure.lattice.parameters)
+    cart = np.asarray(structure.frac_coords, dtype=np.float64) @ oriented
     try:
-        reduced = structure.lattice.get_niggli_reduced_lattice()
+        reduced = Lattice(oriented).get_niggli_reduced_lattice()
     except Exception as error:  # pymatgen raises plain ValueError/RuntimeError on degenerate cells
         raise StructureReadError(f"The cell cannot be Niggli-reduced: {error}") from error
     fractional = np.linalg.solve(reduced.matrix.T, cart.T).T

@@ -85,12 +85,14 @@ class PointNetPredictor(PropertyPredictor):
         """Raw outputs for point clouds, in the CGCNN models' layout ``{model: array (n, n_targets)}``."""
         from app.engine.properties.pointnet import batch_to_tensors
 
-        parts = []
+        # Batches of similar sizes: a batch is padded to its largest cloud.
+        order = np.argsort([cloud.n_atoms for cloud in graphs], kind="stable")
+        out = np.zeros((len(graphs), len(self.model.config.targets)), np.float32)
         with self._torch.inference_mode():
             for start in range(0, len(graphs), batch_size):
-                batch = batch_to_tensors(collate_clouds(graphs[start : start + batch_size]), self.device)
-                parts.append(self.model.predict(batch).float().cpu().numpy())
-        out = np.concatenate(parts) if parts else np.zeros((0, len(self.model.config.targets)), np.float32)
+                rows = order[start : start + batch_size]
+                batch = batch_to_tensors(collate_clouds([graphs[i] for i in rows]), self.device)
+                out[rows] = self.model.predict(batch).float().cpu().numpy()
         return {name: out[:, columns] for name, columns in self._columns.items()}
 
 

@@ -24,7 +24,7 @@ from app.engine.training.datasets import READERS, LabelledCrystal, shared_data_d
 logger = logging.getLogger(__name__)
 
 #: Bump when the point-cloud construction changes, so stale caches are rebuilt.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -156,3 +156,17 @@ def load_point_dataset(name: str, data_root: Path | None = None, workers: int = 
     np.savez(tmp, **fields)
     tmp.replace(path)
     return dataset
+
+
+def validation_records(names: Sequence[str], data_root: Path | None = None) -> list[LabelledCrystal]:
+    """The validation crystals (material-id hash split) of the data sets ``names``."""
+    from app.engine.training.datasets import is_validation
+
+    root = data_root or shared_data_dir()
+    return [r for name in names for r in READERS[name](root) if is_validation(r.material_id)]
+
+
+def validation_point_dataset(names: Sequence[str], workers: int = 2) -> PointDataset:
+    """Point clouds of the validation crystals of ``names``, built now by the runtime featuriser
+    (so evaluation never depends on a cache built by an older point-cloud construction)."""
+    return featurise(validation_records(names), workers=workers)

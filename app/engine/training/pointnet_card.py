@@ -24,6 +24,16 @@ def model_card(entry: dict, history: list[dict]) -> str:
     )
     sources = "\n".join(f"- {s}" for s in entry["data"]["sources"])
     training = entry["training"]
+    stages = training.get("stages") or []
+    stage_text = "; ".join(f"stage {k + 1}: {st['epochs']} epochs at peak learning rate {st['learning_rate']}"
+                           for k, st in enumerate(stages))
+    recomputed = ""
+    if metrics.get("point_cloud_version", 1) >= 2 and not stages:
+        recomputed = ("\n\nThe weights were trained on point clouds of an earlier construction (the cell reduced as "
+                      "given, then oriented); the metrics below are recomputed "
+                      f"(`{metrics.get('recomputed_by', 'crystal-designer evaluate pointnet --record')}`) on point "
+                      "clouds of the current construction (oriented first, so the reduction cannot depend on the "
+                      "input's rotation), which is what the app computes.")
     finished = entry["epochs_completed"] >= entry["epochs"]
     stopped = "" if finished else (
         f" **Training stopped after {entry['epochs_completed']} of {entry['epochs']} planned epochs**; "
@@ -55,7 +65,7 @@ Split: {entry['split']['method']}; {entry['split']['train_count']} training and
 {entry['epochs_completed']} of {entry['epochs']} (best validation epoch {entry['best_epoch']}),
 batch {training['batch_size']}, AdamW + one-cycle learning rate (peak {training['learning_rate']}),
 {training['loss']}; augmentation: {training['augmentation']}. Training time
-{training['seconds'] / 60:.0f} min on 2 shared CPU cores.{stopped}
+{training['seconds'] / 60:.0f} min on 2 shared CPU cores.{stopped}{(' Stages: ' + stage_text + '.') if stage_text else ''}{recomputed}
 
 ## Validation metrics (crystals not used for training)
 | target | units | MAE | crystals |

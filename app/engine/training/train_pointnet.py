@@ -306,7 +306,27 @@ def load_shipped(folder: Path | None = None, with_entry: bool = False):
 
 
 def evaluate(folder: Path | None = None) -> dict:
-    """Validation metrics of the shipped PointNet, recomputed from its weights."""
-    dataset = load_union()
+    """Validation metrics of the shipped PointNet, recomputed from its weights on point clouds
+    built now from the validation crystals (the runtime featuriser)."""
+    from app.engine.training.point_cache import validation_point_dataset
+
+    dataset = validation_point_dataset(DATASETS)
     _, val_rows = split_rows(dataset)
     return evaluate_model(load_shipped(folder), dataset, val_rows)
+
+
+def record_metrics(folder: Path | None = None) -> dict:
+    """Recompute the shipped PointNet's validation metrics with the current point-cloud construction
+    and store them in its manifest entry and card (weights unchanged)."""
+    from app.engine.core.registry import load_manifest
+    from app.engine.training.point_cache import CACHE_VERSION
+    from app.engine.training.pointnet_card import model_card
+
+    folder = folder or models_dir()
+    entry = dict(load_manifest(folder)[NAME])
+    entry["metrics"] = evaluate(folder)
+    entry["metrics"]["point_cloud_version"] = CACHE_VERSION
+    entry["metrics"]["recomputed_by"] = "crystal-designer evaluate pointnet --record"
+    save_manifest_entry(NAME, entry, folder)
+    (folder / f"{NAME}.md").write_text(model_card(entry, []))
+    return entry["metrics"]
