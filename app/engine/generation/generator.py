@@ -122,22 +122,13 @@ def _segment(job: tuple[np.ndarray, np.ndarray, float]) -> tuple[object | None, 
         return None, str(error)
 
 
-#: A kept candidate has no two atoms closer than this fraction of the sum of their covalent radii
-#: (pymatgen's ``CovalentRadius``). Measured on 3,709 random crystals of the training index: the
-#: smallest ratio was 0.66 (U6Co; 0.1 % below 0.69), so 0.6 rejects none of them, while the
-#: collapsing candidates seen around perovskites had pairs at 0.3-0.55 of it.
-COVALENT_FRACTION = 0.6
-#: Covalent radius (Å) assumed for an element pymatgen has none for.
-FALLBACK_COVALENT_RADIUS = 1.5
+def bonds_ok(structure, fraction: float | None = None) -> bool:
+    """True if no two atoms (periodic images included) are closer than ``fraction`` × (rᵢ + rⱼ)
+    covalent radii (default: the stability package's ``COVALENT_FRACTION``, 0.6, chosen on the
+    training crystals; the collapsing candidates seen around perovskites had pairs at 0.3–0.55)."""
+    from app.engine.stability.relax import covalent_distance_ok
 
-
-def bonds_ok(structure, fraction: float = COVALENT_FRACTION) -> bool:
-    """True if no two atoms (periodic images included) are closer than ``fraction`` × (rᵢ + rⱼ)."""
-    from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
-
-    radii = np.array([CovalentRadius.radius.get(site.specie.symbol, FALLBACK_COVALENT_RADIUS) for site in structure])
-    centers, neighbours, _, distances = structure.get_neighbor_list(fraction * 2 * radii.max())
-    return not np.any(distances < fraction * (radii[centers] + radii[neighbours]))
+    return covalent_distance_ok(structure, fraction)
 
 
 def minimum_distance_ok(structure, min_distance: float) -> bool:
