@@ -19,6 +19,7 @@ from typing import Any, Callable
 from app.engine.core.devices import DEVICE_CHOICES
 from app.engine.core.errors import CrystalDesignerError
 from app.engine.generation.settings import GenerationSettings
+from app.engine.properties.pointnet_predictor import PREDICTOR_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class AppSettings:
         Layout version of the file.
     device : str
         Torch device for the worker: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    predictor : str
+        Property predictor of opened structures: ``cgcnn`` (graph models) or ``pointnet``.
     generation : GenerationDefaults
     last_open_folder, last_export_folder : str
         Folders the file dialogs start in ("" = home).
@@ -92,6 +95,7 @@ class AppSettings:
 
     version: int = SETTINGS_VERSION
     device: str = "auto"
+    predictor: str = "cgcnn"
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
     last_open_folder: str = ""
     last_export_folder: str = ""
@@ -185,6 +189,9 @@ def _checked(settings: AppSettings) -> AppSettings:
     if settings.device not in DEVICE_CHOICES:
         logger.warning("Settings: unknown device %r; using %r.", settings.device, defaults.device)
         settings.device = defaults.device
+    if settings.predictor not in PREDICTOR_NAMES:
+        logger.warning("Settings: unknown predictor %r; using %r.", settings.predictor, defaults.predictor)
+        settings.predictor = defaults.predictor
     generation = settings.generation
     for spec in dataclasses.fields(GenerationDefaults):
         try:  # the engine's rules and bounds, one field at a time

@@ -50,11 +50,27 @@ def write_tiny_models(folder: Path, seed: int = 0) -> Path:
         torch.save(model.state_dict(), path)
         save_manifest_entry(name, {"file": path.name, "sha256": sha256_of(path), "kind": name,
                                    "architecture": architecture, "created": "test"}, folder)
+    write_tiny_pointnet(folder)
     with gzip.open(folder / "training_index.json.gz", "wt") as handle:
         json.dump({"formulas": {"NaCl": {"225": ["mp-22862"]}}}, handle)
     write_tiny_structure_index(folder)
     shutil.copy(REPO / "models" / "element_references.json", folder / "element_references.json")
     return folder
+
+
+def write_tiny_pointnet(folder: Path) -> None:
+    """A tiny random-weight PointNet (the six property targets) with its manifest entry."""
+    import torch
+
+    from app.engine.core.registry import save_manifest_entry, sha256_of
+    from app.engine.properties.pointnet import PointNet, PointNetConfig
+
+    config = PointNetConfig(targets=[t for targets in TINY_TARGETS.values() for t in targets], input_widths=[8, 8],
+                            output_widths=[8, 16], tnet_widths=[8, 8], head_widths=[8])
+    path = folder / "pointnet.pt"
+    torch.save(PointNet(config).state_dict(), path)
+    save_manifest_entry("pointnet", {"file": path.name, "sha256": sha256_of(path), "kind": "pointnet",
+                                     "architecture": config.to_dict(), "created": "test"}, folder)
 
 
 def write_tiny_structure_index(folder: Path) -> None:

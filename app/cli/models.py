@@ -22,11 +22,11 @@ def add_parser(commands, device_choices) -> None:
     train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS + (POINTNET_MODEL, DING_MODEL))
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
-    train.add_argument("--learning-rate", type=float, default=None, help="generator models: peak learning rate")
+    train.add_argument("--learning-rate", type=float, default=None, help="generator models, pointnet: peak learning rate")
     train.add_argument("--species-weight", type=float, default=None,
                        help="density_vae: weight of the species cross-entropy")
     train.add_argument("--continue", dest="continue_shipped", action="store_true",
-                       help="density_vae: start from the shipped weights with a new learning-rate cycle")
+                       help="density_vae, pointnet: start from the shipped weights with a new learning-rate cycle")
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="validation metrics of a shipped model")
@@ -42,7 +42,7 @@ def add_parser(commands, device_choices) -> None:
     evaluate.add_argument("--n-around", type=int, default=200, help="generator --stability: samples per base")
     evaluate.add_argument("--sigma", type=float, default=None, help="generator --stability: latent spread")
     evaluate.add_argument("--record", action="store_true",
-                          help="generator: store the report in the VAE's manifest entry and model card")
+                          help="generator, pointnet: store the metrics in the manifest entry and model card")
     evaluate.set_defaults(handler=run_evaluate)
 
     index = commands.add_parser("build-index", help="rebuild models/ training indexes and element references")
@@ -69,7 +69,8 @@ def run_train(args) -> int:
     elif args.name == POINTNET_MODEL:
         from app.engine.training.train_pointnet import train as train_pointnet
 
-        entry = train_pointnet(epochs=args.epochs, fresh=args.fresh)
+        entry = train_pointnet(epochs=args.epochs, fresh=args.fresh, continue_shipped=args.continue_shipped,
+                               learning_rate=args.learning_rate)
     else:
         from app.engine.training.train_property import train
 
@@ -107,8 +108,12 @@ def run_evaluate(args) -> int:
     elif args.name == POINTNET_MODEL:
         from app.engine.training.evaluate_pointnet import compare_with_cgcnn, format_comparison
 
-        report = compare_with_cgcnn()
-        sys.stdout.write(format_comparison(report))
+        if args.record:
+            from app.engine.training.train_pointnet import record_metrics
+
+            record_metrics()
+        sys.stdout.write(format_comparison(compare_with_cgcnn()))
+        return 0
     else:
         from app.engine.training.train_property import evaluate
 

@@ -100,7 +100,8 @@ class DesignController(QObject):
             self.status_message.emit(f"{message} ({done}/{total})" if message else f"{done}/{total}")
 
         try:
-            predictions = await self.client.predict(paths, progress=on_progress, on_items=on_items)
+            predictions = await self.client.predict(paths, progress=on_progress, on_items=on_items,
+                                                    predictor=self.settings.predictor)
         except CrystalDesignerError as error:  # includes a crashed worker
             for record in batch:
                 if record.status == rec.PREDICTING:

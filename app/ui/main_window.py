@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
             "cancel": self.controller.cancel_generation, "reset_layout": self.reset_layout,
         })
         self._add_dynamic_menus()
+        self._add_predictor_menu()
         self.plots = PlotsMenu(self)
         self._connect()
         self._sized_docks = False
@@ -165,6 +166,33 @@ class MainWindow(QMainWindow):
         view.addSeparator()
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
+
+    def _add_predictor_menu(self) -> None:
+        """Predictor menu: which property model predicts the structures opened from now on."""
+        from PySide6.QtGui import QAction, QActionGroup
+
+        menu = self.menuBar().addMenu("&Predictor")
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        self.predictor_actions: dict[str, QAction] = {}
+        for name, text, tip in (
+            ("cgcnn", "&CGCNN (crystal graphs)", "Predict with the CGCNN graph models (more accurate)"),
+            ("pointnet", "&PointNet (point clouds)", "Predict with the PointNet point-cloud model (faster)"),
+        ):
+            action = QAction(text, self, checkable=True)
+            action.setStatusTip(tip)
+            action.setChecked(self.settings.predictor == name)
+            action.triggered.connect(lambda _checked=False, n=name: self.set_predictor(n))
+            group.addAction(action)
+            menu.addAction(action)
+            self.predictor_actions[name] = action
+
+    def set_predictor(self, name: str) -> None:
+        """Predict structures opened from now on with ``name`` (``cgcnn`` or ``pointnet``)."""
+        self.settings.predictor = name
+        self.predictor_actions[name].setChecked(True)
+        self.status.showMessage(f"Structures opened from now on are predicted with {name}; "
+                                "re-open a file to predict it again.", 8000)
 
     def _connect(self) -> None:
         c = self.controller

@@ -61,6 +61,8 @@ class CrystalRecord:
     status: str = READY
     properties: dict[str, float | None] = field(default_factory=dict)
     prediction_error: str | None = None
+    #: The property predictor that produced ``properties`` (``cgcnn`` or ``pointnet``).
+    model: str | None = None
     flags: dict[str, bool] = field(default_factory=dict)
     kept: bool | None = None
     latent_distance: float | None = None
@@ -153,6 +155,7 @@ def apply_prediction(record: CrystalRecord, prediction: dict) -> None:
     """Store one ``read_and_predict`` result (``{"properties", "error"}``) on its record."""
     record.properties = dict(prediction.get("properties") or {})
     record.prediction_error = prediction.get("error")
+    record.model = prediction.get("model")
     record.status = READY
     record.ordering = prediction.get("ordering")
     if record.ordering and record.ordering.get("choices"):
@@ -183,6 +186,7 @@ def candidate_record(payload: dict, base_name: str | None) -> CrystalRecord:
         base_name=base_name, index=payload.get("index"), density=payload.get("density"),
         stability=dict(payload.get("stability") or {}), relaxed_structure=payload.get("relaxed_structure"),
         relaxed_cif=payload.get("relaxed_cif"),
+        model=payload.get("model") or "cgcnn",  # the worker's generator predicts with the CGCNN models
     )
 
 
@@ -198,13 +202,13 @@ def to_session(record: CrystalRecord) -> dict | None:
         return {"source": record.source, "path": record.path, "name": record.name, "formula": record.formula,
                 "space_group": record.space_group, "n_sites": record.n_sites, "warnings": record.warnings,
                 "error": record.error, "properties": _clean_properties(record.properties) or None,
-                "prediction_error": record.prediction_error}
+                "prediction_error": record.prediction_error, "model": record.model}
     if record.kept and record.cif_text:
         return {"name": record.name, "cif": record.cif_text, "formula": record.formula,
                 "space_group": record.space_group, "n_sites": record.n_sites,
                 "properties": _clean_properties(record.properties), "flags": dict(record.flags),
                 "latent_distance": record.latent_distance, "base": record.base_name, "index": record.index,
-                "stability": dict(record.stability), "relaxed_cif": record.relaxed_cif}
+                "stability": dict(record.stability), "relaxed_cif": record.relaxed_cif, "model": record.model}
     return None
 
 
@@ -217,7 +221,7 @@ def library_from_session(data: dict) -> CrystalRecord:
         space_group=data.get("space_group"), n_sites=data.get("n_sites"),
         warnings=[str(w) for w in data.get("warnings") or []], error=data.get("error"),
         properties=dict(properties) if isinstance(properties, dict) else {},
-        prediction_error=data.get("prediction_error"),
+        prediction_error=data.get("prediction_error"), model=data.get("model"),
         status=FAILED if data.get("error") else (READY if isinstance(properties, dict) or data.get("prediction_error")
                                                  else PREDICTING),
     )
@@ -230,7 +234,7 @@ def candidate_from_session(data: dict) -> CrystalRecord:
         formula=data.get("formula"), space_group=data.get("space_group"), n_sites=data.get("n_sites"),
         properties=dict(data.get("properties") or {}), flags=dict(data.get("flags") or {}), kept=True,
         latent_distance=data.get("latent_distance"), base_name=data.get("base"), index=data.get("index"),
-        stability=dict(data.get("stability") or {}), relaxed_cif=data.get("relaxed_cif"),
+        stability=dict(data.get("stability") or {}), relaxed_cif=data.get("relaxed_cif"), model=data.get("model"),
     )
 
 

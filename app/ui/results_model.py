@@ -103,6 +103,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("distance", "Distance\nto base", lambda r: _number(r.latent_distance, 2), lambda r: r.latent_distance,
            "Distance of the candidate's latent vector from the base's (latent units)"),
     *(_property_column(spec) for spec in PROPERTIES),
+    Column("model", "Predictor", lambda r: r.model or "", lambda r: r.model or "",
+           "Property predictor of this row: cgcnn (graph models) or pointnet (point-cloud model)"),
 )
 COLUMN_INDEX = {column.key: i for i, column in enumerate(COLUMNS)}
 NUMERIC_COLUMNS = frozenset({"sites", "distance", "e_above_hull", *(spec.key for spec in PROPERTIES)})

@@ -265,10 +265,11 @@ class WorkerClient:
         return Job(self, pending)
 
     async def predict(self, paths: Iterable[str | Path], progress: ProgressHandler | None = None,
-                      on_items: ItemsHandler | None = None) -> list[dict]:
-        """Read files/folders and predict; read entries stream to ``on_items`` first."""
+                      on_items: ItemsHandler | None = None, predictor: str = "cgcnn") -> list[dict]:
+        """Read files/folders and predict with ``predictor`` (``cgcnn`` or ``pointnet``); read
+        entries stream to ``on_items`` first."""
         return await self.submit(jobs.read_and_predict, progress=progress, on_items=on_items,
-                                 paths=[str(p) for p in paths])
+                                 paths=[str(p) for p in paths], predictor=predictor)
 
     async def read(self, paths: Iterable[str | Path], on_items: ItemsHandler | None = None) -> list[dict]:
         """Read files/folders without predicting."""

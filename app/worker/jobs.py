@@ -67,18 +67,27 @@ def read_files(context, paths: list[str]) -> list[dict]:
 
 
 @runs_between_batches
-def read_and_predict(context, paths: list[str]) -> list[dict]:
+def read_and_predict(context, paths: list[str], predictor: str = "cgcnn") -> list[dict]:
     """Read files and folders, stream the read entries, then predict the eight properties.
+
+    ``predictor`` names the property predictor (``cgcnn`` or ``pointnet``).
 
     Returns
     -------
     list of dict
-        One ``{"source", "properties" (dict or None), "error" (str or None)}`` per readable
-        structure, in reading order.
+        One ``{"source", "properties" (dict or None), "error" (str or None), "model"}`` per
+        readable structure, in reading order (``model``: the predictor that made it).
     """
     entries = [e for e in _read(context, paths) if e["structure"] is not None]
+    results = _predict_entries(context, entries, predictor)
+    for result in results:
+        result["model"] = predictor
+    return results
+
+
+def _predict_entries(context, entries: list[dict], name: str) -> list[dict]:
     try:
-        predictor = context.models.predictor
+        predictor = context.models.predictor_named(name)
     except ModelError as error:
         return [{"source": e["source"], "properties": None, "error": str(error)} for e in entries]
     outcomes = predictor.predict([e["structure"] for e in entries], progress=context.progress, cancel=context.cancel)

@@ -25,6 +25,7 @@ class WorkerModels:
     def __init__(self, device: str = "auto") -> None:
         self.device_preference = device
         self._predictor = None
+        self._other_predictors: dict[str, object] = {}
         self._generator = None
         self.predictor_error: str | None = None
         self.generator_error: str | None = None
@@ -104,6 +105,17 @@ class WorkerModels:
         if self._predictor is None:
             raise ModelError(self.predictor_error or "property models not available")
         return self._predictor
+
+    def predictor_named(self, name: str):
+        """The property predictor ``name`` (``cgcnn``: :attr:`predictor`; ``pointnet`` loads on first
+        use and stays loaded); ModelError if it cannot be loaded."""
+        if name == "cgcnn":
+            return self.predictor
+        if name not in self._other_predictors:
+            from app.engine.properties.pointnet_predictor import predictor_for
+
+            self._other_predictors[name] = predictor_for(name, device=self.device_preference)
+        return self._other_predictors[name]
 
     @property
     def generator(self):

@@ -208,7 +208,7 @@ def predict_approximant(predictor: PropertyPredictor, structure: Structure, n_or
     candidates, factors, error = random_orderings(structure, n_orderings)
     started, graphs = time.monotonic(), []
     for candidate in candidates:  # graphs cost more than the models: the time cap applies here
-        graphs.append(graph_for_prediction(candidate))
+        graphs.append(predictor.featurise(candidate))
         if time.monotonic() - started > time_limit_s:
             break
     raw = predictor.predict_graphs(graphs)
