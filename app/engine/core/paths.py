@@ -5,7 +5,8 @@ The answer never depends on the current directory. In order:
 1. ``CRYSTAL_DESIGNER_HOME``: a folder holding ``models/`` and ``resources/`` (tests, custom installs);
    ``CRYSTAL_DESIGNER_MODELS`` overrides the models folder alone.
 2. A frozen (PyInstaller) bundle: the bundle's data folder (``sys._MEIPASS``).
-3. A source checkout: the folder above the ``app`` package.
+3. An installed wheel: ``app/_data`` inside the package (copied there by ``setup.py``'s build step).
+4. A source checkout: the folder above the ``app`` package.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+
+#: Folder of ``models/`` and ``resources/`` inside an installed package (see ``setup.py``).
+PACKAGED_DATA = "_data"
 
 
 def install_root() -> Path:
@@ -23,7 +27,11 @@ def install_root() -> Path:
     frozen_root = getattr(sys, "_MEIPASS", None)
     if getattr(sys, "frozen", False) and frozen_root:
         return Path(frozen_root)
-    return Path(__file__).resolve().parents[3]
+    package = Path(__file__).resolve().parents[2]
+    packaged = package / PACKAGED_DATA
+    if (packaged / "models").is_dir():
+        return packaged
+    return package.parent
 
 
 def models_dir() -> Path:
