@@ -1,0 +1,77 @@
+"""CHGNet relaxation: strained cells relax back, divergent ones are reported, nothing goes online."""
+
+import json
+import socket
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from app.engine.stability.relax import COVALENT_FRACTION, covalent_distance_ok, min_covalent_ratio
+
+
+def _perovskite(a: float) -> Structure:
+    return Structure(Lattice.cubic(a), ["Sr", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [.5, .5, .5], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
+
+
+class _NoSocket(socket.socket):
+    def __init__(self, *args, **kwargs):
+        raise AssertionError("a socket was opened")
+
+
+def test_covalent_rule_accepts_real_crystals_and_rejects_squeezed_ones(example):
+    from app.engine.io.crystal_io import read_crystal_file
+
+    for name in ("NaCl", "SrTiO3", "Si", "GaAs", "Fe"):
+        structure = read_crystal_file(example(name))[0].structure
+        assert covalent_distance_ok(structure), name
+    squeezed = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.2, 0, 0]])  # 1.0 Å vs 2.68 Å radii sum
+    assert min_covalent_ratio(squeezed) == pytest.approx(1.0 / (1.66 + 1.02), rel=0.05)
+    assert not covalent_distance_ok(squeezed)
+    assert covalent_distance_ok(squeezed, fraction=0.3)
+    assert 0.5 <= COVALENT_FRACTION <= 0.7
+
+
+@pytest.mark.integration
+def test_strained_cell_relaxes_back_offline_and_divergent_one_is_reported(monkeypatch):
+    from app.engine.stability.relax import relax_structures
+
+    monkeypatch.setattr(socket, "socket", _NoSocket)
+    collided = Structure(Lattice.cubic(3.0), ["Na", "Na"], [[0, 0, 0], [0.05, 0, 0]])
+    calls = []
+    strained, failed = relax_structures([_perovskite(3.905 * 1.06), collided], fmax=0.05, device="cpu",
+                                        progress=lambda done, total, message="": calls.append((done, total)))
+    assert strained.error is None and strained.converged
+    assert strained.structure.lattice.a == pytest.approx(3.94, abs=0.05)  # CHGNet's SrTiO3 (PBE ~3.94 Å)
+    assert strained.volume_change_percent < -10 and strained.max_force <= 0.05
+    assert strained.space_group_after == "Pm-3m (221)" and strained.matches_unrelaxed
+    assert strained.energy_per_atom < -7
+    assert failed.structure is None and "collided" in failed.error
+    assert calls and calls[-1] == (2, 2)
+
+
+@pytest.mark.integration
+def test_step_cap_far_from_converged_and_cancel():
+    from app.engine.core.cancel import CancelToken
+    from app.engine.core.errors import CancelledError
+    from app.engine.stability.relax import relax_structures
+
+    result, = relax_structures([_perovskite(3.905 * 1.15)], fmax=0.01, max_steps=2, device="cpu")
+    assert result.error is not None and "step cap" in result.error
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        relax_structures([_perovskite(3.9)], device="cpu", cancel=token)
+
+
+@pytest.mark.integration
+def test_predict_relax_through_the_cli(tmp_path, capsys):
+    from app.cli import main
+
+    path = tmp_path / "SrTiO3_strained.cif"
+    _perovskite(3.905 * 1.04).to(filename=str(path))
+    assert main(["predict", "--relax", str(path), "--device", "cpu"]) == 0
+    record, = json.loads(capsys.readouterr().out)
+    assert record["relaxation"]["volume_change_percent"] < -5
+    assert record["relaxation"]["space_group_after"] == "Pm-3m (221)"
+    assert isinstance(record["e_above_hull"], float) and record["decomposition"]
