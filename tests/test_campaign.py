@@ -99,9 +99,12 @@ def test_campaign_survives_a_killed_worker_reports_a_bad_base_and_resumes(cluste
     assert second["funnel"] == report["funnel"] and second["kept"] == report["kept"]
     assert time.monotonic() - began < 30
 
-    refused = _screen(args, env)
-    _, stderr = refused.communicate(timeout=60)
-    assert refused.returncode == 2 and "--resume" in stderr
+    from app.engine.campaign.runtime import run_campaign
+    from app.engine.core.errors import CrystalDesignerError
+    from app.engine.generation.settings import GenerationSettings
+
+    with pytest.raises(CrystalDesignerError, match="--resume"):  # refused before any cluster starts
+        run_campaign([str(example("NaCl"))], N_PER_BASE, GenerationSettings(relax=False), out)
 
 
 def test_chunks_have_independent_reproducible_seeds(tmp_path):
