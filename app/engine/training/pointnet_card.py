@@ -24,6 +24,9 @@ def model_card(entry: dict, history: list[dict]) -> str:
     )
     sources = "\n".join(f"- {s}" for s in entry["data"]["sources"])
     training = entry["training"]
+    pool_text = ("" if arch.get("pooling", "max") == "max" else
+                 " beside a masked mean-pool (an addition to the seed: a maximum cannot count atoms, so with it "
+                 "alone the stoichiometry would be invisible)")
     stages = training.get("stages") or []
     stage_text = "; ".join(f"stage {k + 1}: {st['epochs']} epochs at peak learning rate {st['learning_rate']}"
                            for k, st in enumerate(stages))
@@ -51,8 +54,8 @@ plane), atoms wrapped into the cell, centred on their centroid — so prediction
 the input is rotated. Network: input T-Net (3×3, shared MLP {arch['tnet_widths']}), shared per-point
 MLP {arch['input_widths']}, feature T-Net ({arch['input_widths'][-1]}×{arch['input_widths'][-1]}),
 shared per-point MLP {arch['output_widths']}, masked global max-pool over the atoms (padding rows of a
-batch never reach it, so any number of atoms works), joined by a 7-value cell descriptor (lattice
-lengths, angle cosines, volume per atom; an addition to the seed), MLP head {arch['head_widths']} with
+batch never reach it, so any number of atoms works){pool_text}, joined by a 7-value cell descriptor
+(lattice lengths, angle cosines, volume per atom; an addition to the seed), MLP head {arch['head_widths']} with
 one output per target. One multi-task model for all six targets (the seed's proposed next step): the
 small elastic and optical sets share the trunk learnt on the 33k formation-energy crystals.
 Weights: `{entry['file']}` (sha256 `{entry['sha256']}`).
