@@ -4,9 +4,9 @@ The hull ships as ``models/reference_hull.npz`` (built by
 ``app.engine.training.hull_builder.build_reference_hull`` from the Materials Project formation
 energies of the training data): only the phases on the hull of their own chemical system are kept
 (a phase above it can never bound another composition), plus every element at 0 eV/atom. A
-look-up selects the phases whose elements are a subset of the query's and solves the small linear
-programme "cheapest mixture of phases with the query's composition" (its optimum is the hull
-energy at that composition, its support the decomposition).
+look-up takes the phases whose elements are a subset of the query's, builds their lower convex
+hull once per chemical system (qhull, cached), and reads the hull energy at the composition as the
+highest of the lower facets' planes there; that facet's phases are the decomposition.
 
 Energies are formation energies per atom (eV/atom) against the elemental references, on the
 legacy Materials Project scale the hull was built from.
@@ -71,8 +71,14 @@ class ReferenceHull:
         self.energies = np.asarray(energies, dtype=float)
         self.formulas = [str(f) for f in formulas]
         self.ids = [str(i) for i in ids]
-        self._present = self.fractions > 0  # (n_phases, n_elements): the chemical-system filter
+        # Chemical-system filter: bit i of a phase's mask word i // 64 is set when it has element column i.
+        present = self.fractions > 0
+        self._masks = np.zeros((len(self.energies), (len(self.elements) + 63) // 64), dtype=np.uint64)
+        for word in range(self._masks.shape[1]):
+            block = present[:, 64 * word: 64 * (word + 1)].astype(np.uint64)
+            self._masks[:, word] = (block << np.arange(block.shape[1], dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
         self._cached = lru_cache(maxsize=65536)(self._place_fractions)
+        self._facet_cache: dict[tuple, object] = {}
 
     @classmethod
     def load(cls, folder: Path | None = None) -> "ReferenceHull":
@@ -129,24 +135,59 @@ class ReferenceHull:
 
     def _place_fractions(self, key: tuple) -> tuple[float | None, str]:
         """Hull energy (eV/atom) and decomposition text at the composition ``key``."""
-        from scipy.optimize import linprog
-
-        columns = [self._column[symbol] for symbol, _ in key]
-        outside = np.ones(len(self.elements), dtype=bool)
-        outside[columns] = False
-        candidates = np.flatnonzero(~(self._present & outside).any(axis=1))
-        if len(candidates) == 0:
-            return None, "no hull phase in this chemical system"
-        a_eq = self.fractions[np.ix_(candidates, columns)].T
-        b_eq = np.array([x for _, x in key])
-        b_eq = b_eq / b_eq.sum()
-        solution = linprog(self.energies[candidates], A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
-        if not solution.success:
-            return None, f"the hull could not be evaluated here ({solution.message})"
-        weights = solution.x
+        columns = tuple(self._column[symbol] for symbol, _ in key)
+        x = np.array([amount for _, amount in key])
+        x = x / x.sum()
+        facets = self._facets(columns)
+        if isinstance(facets, str):
+            return None, facets
+        candidates, vertices, planes = facets
+        if vertices is None:  # one element: its lowest phase
+            best = int(np.argmin(self.energies[candidates]))
+            return float(self.energies[candidates[best]]), self.formulas[candidates[best]]
+        point = np.append(x[1:], 1.0)
+        values = planes @ point
+        best = int(np.argmax(values))
+        simplex = self.fractions[np.ix_(candidates[vertices[best]], columns)]
+        weights = np.linalg.lstsq(simplex.T, x, rcond=None)[0]
         order = np.argsort(-weights)
-        phases = [self.formulas[candidates[i]] for i in order if weights[i] > MIN_PHASE_FRACTION]
-        return float(solution.fun), " + ".join(dict.fromkeys(phases))
+        phases = [self.formulas[candidates[vertices[best][i]]] for i in order if weights[i] > MIN_PHASE_FRACTION]
+        return float(values[best]), " + ".join(dict.fromkeys(phases))
+
+    def _facets(self, columns: tuple):
+        """Lower-hull facets of the phases in the chemical system ``columns`` (cached per system):
+        ``(phase rows, facet vertex indices, planes)`` with energy = planes @ (x[1:], 1); or why not."""
+        cached = self._facet_cache.get(columns)
+        if cached is not None:
+            return cached
+        query = np.zeros(self._masks.shape[1], dtype=np.uint64)
+        for column in columns:
+            query[column // 64] |= np.uint64(1) << np.uint64(column % 64)
+        candidates = np.flatnonzero(~((self._masks & ~query).any(axis=1)))
+        if len(candidates) == 0:
+            found = "no hull phase in this chemical system"
+        elif len(columns) == 1:
+            found = (candidates, None, None)
+        else:
+            found = self._lower_hull(candidates, columns)
+        self._facet_cache[columns] = found
+        return found
+
+    def _lower_hull(self, candidates: np.ndarray, columns: tuple):
+        from scipy.spatial import ConvexHull, QhullError
+
+        points = np.column_stack([self.fractions[np.ix_(candidates, columns[1:])], self.energies[candidates]])
+        # A point far above the centre makes the hull full-dimensional; facets touching it are not lower facets.
+        lid = np.append(points[:, :-1].mean(axis=0), points[:, -1].max() + 1e4)
+        try:
+            hull = ConvexHull(np.vstack([points, lid]), qhull_options="Qt")
+        except QhullError as error:
+            return f"the hull could not be evaluated here ({str(error).splitlines()[0]})"
+        lower = (hull.equations[:, -2] < -1e-12) & ~np.any(hull.simplices == len(points), axis=1)
+        normals = hull.equations[lower]
+        # n·(y, E) + offset = 0  ->  E = -(n_y·y + offset) / n_E
+        planes = -np.column_stack([normals[:, :-2], normals[:, -1]]) / normals[:, -2:-1]
+        return candidates, hull.simplices[lower], planes
 
 
 def _dense(data) -> np.ndarray:
