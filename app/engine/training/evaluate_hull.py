@@ -145,3 +145,25 @@ def _e_hull(hull, formula: str, energy: float) -> float:
 
 def _hull_array(hull, rows, energies) -> np.ndarray:
     return np.array([_e_hull(hull, r[1], e) if np.isfinite(e) else np.nan for r, e in zip(rows, energies)])
+
+
+def covalent_ratio_survey(folder=None) -> dict:
+    """Smallest d / (rᵢ + rⱼ) of every indexed training crystal (``models/structure_index.npz``):
+    the covalent-distance fraction must stay below the smallest of them."""
+    from pymatgen.core import Lattice, Structure
+
+    from app.engine.core.paths import models_dir
+    from app.engine.stability.relax import min_covalent_ratio
+
+    with np.load((folder or models_dir()) / "structure_index.npz") as data:
+        lattices, offsets, numbers = data["lattices"], data["site_offsets"], data["numbers"]
+        coords, ids = data["frac_coords"].astype(float) / 65536.0, data["ids"]
+    ratios = []
+    for i in range(len(lattices)):
+        span = slice(offsets[i], offsets[i + 1])
+        structure = Structure(Lattice(lattices[i]), numbers[span].tolist(), coords[span])
+        ratios.append(min_covalent_ratio(structure))
+    ratios = np.array(ratios)
+    order = np.argsort(ratios)[:5]
+    return {"structures": len(ratios), "smallest": [(str(ids[i]), round(float(ratios[i]), 3)) for i in order],
+            "fraction_failing_at": {f: float(np.mean(ratios < f)) for f in (0.5, 0.6, 0.65, 0.7)}}
