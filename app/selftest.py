@@ -122,7 +122,7 @@ class _SelfTest:
         from app.engine.properties.predictor import PropertyPredictor
 
         structure = self._example_structure()
-        predictor = PropertyPredictor(device=self.device)
+        predictor = PropertyPredictor.from_models(device=self.device)
         (outcome,) = predictor.predict([structure])
         if isinstance(outcome, Exception):
             raise CheckFailed(f"prediction refused: {outcome}")
@@ -138,7 +138,7 @@ class _SelfTest:
         from app.engine.generation.settings import FUNNEL_STAGE_KEYS, GenerationSettings
 
         structure = self._example_structure()
-        generator = CrystalGenerator(device=self.device, predictor=self.predictor)
+        generator = CrystalGenerator.from_models(device=self.device, predictor=self.predictor)
         settings = GenerationSettings(mode="around", count=GENERATE_COUNT, sigma=0.5, seed=0,
                                       batch_size=GENERATE_COUNT, require_novel=False)
         result = generator.generate(settings, base=structure)

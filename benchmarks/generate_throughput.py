@@ -68,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(2)
 
     began = time.perf_counter()
-    generator = CrystalGenerator(device=args.device, segmentation_workers=args.workers)
+    generator = CrystalGenerator.from_models(device=args.device, segmentation_workers=args.workers)
     load_seconds = time.perf_counter() - began
     base = read_crystal_file(args.base)[0].structure
     settings = GenerationSettings(mode="around", count=args.n, seed=0, batch_size=args.batch_size)

@@ -22,29 +22,29 @@ def test_altered_weights_are_refused(tiny_models):
     with pytest.raises(ModelError, match="do not match the manifest"):
         load_state_dict("band_gap", tiny_models)
     with pytest.raises(ModelError, match="band_gap"):
-        PropertyPredictor(device="cpu", folder=tiny_models)
+        PropertyPredictor.from_models(device="cpu", folder=tiny_models)
 
 
 def test_missing_model_is_reported(tiny_models):
     (tiny_models / "elastic.pt").unlink()
     with pytest.raises(ModelError, match="missing"):
-        PropertyPredictor(device="cpu", folder=tiny_models)
+        PropertyPredictor.from_models(device="cpu", folder=tiny_models)
 
 
 def test_unknown_device_is_refused(tiny_models):
     with pytest.raises(ModelError, match="Unknown device"):
-        PropertyPredictor(device="tpu", folder=tiny_models)
+        PropertyPredictor.from_models(device="tpu", folder=tiny_models)
 
 
 def test_predictor_returns_eight_properties_in_order(tiny_models):
-    predictor = PropertyPredictor(device="cpu", folder=tiny_models)
+    predictor = PropertyPredictor.from_models(device="cpu", folder=tiny_models)
     [result] = predictor.predict([srtio3()])
     assert list(result.values) == list(PROPERTY_KEYS)
     assert result["bulk_modulus"] > 0 and result["shear_modulus"] > 0
 
 
 def test_energy_per_atom_adds_elemental_references(tiny_models):
-    predictor = PropertyPredictor(device="cpu", folder=tiny_models)
+    predictor = PropertyPredictor.from_models(device="cpu", folder=tiny_models)
     refs = predictor.element_references
     [result] = predictor.predict([srtio3()])
     expected = result["formation_energy_per_atom"] + (refs["Sr"] + refs["Ti"] + 3 * refs["O"]) / 5
@@ -53,7 +53,7 @@ def test_energy_per_atom_adds_elemental_references(tiny_models):
 
 @pytest.mark.parametrize("raw_gap, metallic", [(-0.3, True), (METALLIC_GAP_THRESHOLD_EV / 2, True), (1.7, False)])
 def test_optical_constants_undefined_for_metals(tiny_models, raw_gap, metallic):
-    predictor = PropertyPredictor(device="cpu", folder=tiny_models)
+    predictor = PropertyPredictor.from_models(device="cpu", folder=tiny_models)
     raw = {"formation_energy": np.array([-1.0]), "band_gap": np.array([raw_gap]),
            "elastic": np.array([2.0, 1.5, 0.3]), "optical": np.array([2.0])}
     values = predictor.assemble(srtio3(), raw).values
@@ -68,7 +68,7 @@ def test_optical_constants_undefined_for_metals(tiny_models, raw_gap, metallic):
 
 
 def test_disordered_and_empty_structures_give_errors_not_crashes(tiny_models):
-    predictor = PropertyPredictor(device="cpu", folder=tiny_models)
+    predictor = PropertyPredictor.from_models(device="cpu", folder=tiny_models)
     disordered = Structure(Lattice.cubic(4.0), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
     results = predictor.predict([srtio3(), disordered, srtio3()])
     assert isinstance(results[1], StructureReadError)
@@ -80,7 +80,7 @@ def test_progress_and_cancel(tiny_models):
     from app.engine.core.cancel import CancelToken
     from app.engine.core.errors import CancelledError
 
-    predictor = PropertyPredictor(device="cpu", folder=tiny_models)
+    predictor = PropertyPredictor.from_models(device="cpu", folder=tiny_models)
     seen = []
     predictor.predict([srtio3()] * 5, batch_size=2, progress=lambda d, t, m="": seen.append((d, t)))
     assert seen == [(2, 5), (4, 5), (5, 5)]
@@ -93,7 +93,7 @@ def test_progress_and_cancel(tiny_models):
 def test_manifest_entry_round_trip(tiny_models):
     entries = load_manifest(tiny_models)
     assert set(entries) == {"formation_energy", "band_gap", "elastic", "optical", "density_vae", "segmentation_unet",
-                            "structure_index"}
+                            "structure_index", "pointnet"}
     assert all(len(e["sha256"]) == 64 for e in entries.values())
 
 

@@ -13,7 +13,7 @@ from app.engine.generation.generator import CrystalGenerator, GenerationSettings
 
 @pytest.fixture(scope="module")
 def generator():
-    made = CrystalGenerator(device="cpu", segmentation_workers=1)
+    made = CrystalGenerator.from_models(device="cpu", segmentation_workers=1)
     yield made
     made.close()
 

@@ -17,7 +17,7 @@ REQUIRED_ENTRY_FIELDS = {"file", "sha256", "architecture", "units", "data", "spl
 
 @pytest.fixture(scope="module")
 def predictor():
-    return PropertyPredictor(device="cpu")
+    return PropertyPredictor.from_models(device="cpu")
 
 
 def test_every_shipped_model_is_described_and_verified():
