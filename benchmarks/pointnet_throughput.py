@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/pointnet_throughput.py [--n 2000] [--threads 2] [--repeats 3]
+    .venv/bin/python benchmarks/pointnet_throughput.py [--n 2000] [--threads 2] [--repeats 3] [--no-cgcnn]
 
 Parses the first N CIFs (sorted by name) of ``../shared/data/structures/mp_eform_gap`` once
 (parsing costs the same for every model and is not timed), then times, per predictor, the
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-cgcnn", action="store_true", help="time the PointNet only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -63,8 +64,8 @@ def main() -> None:
     n_atoms = sum(len(s) for s in structures) / len(structures)
     print(f"{len(structures)} MP crystals, {n_atoms:.1f} atoms on average; torch threads {args.threads}")
     pointnet = PointNetPredictor(device="cpu")
-    cgcnn = PropertyPredictor(device="cpu")
-    for name, predictor in (("pointnet", pointnet), ("cgcnn", cgcnn)):
+    predictors = [("pointnet", pointnet)] + ([] if args.no_cgcnn else [("cgcnn", PropertyPredictor(device="cpu"))])
+    for name, predictor in predictors:
         predictor.predict(structures[:64])  # warm-up
         rate = _best_rate(lambda p=predictor: p.predict(structures, batch_size=256), len(structures), args.repeats)
         print(f"{name:9s} structures -> eight properties: {rate:8.0f} structures/s")
