@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from app.cli.output import report_error, write_json
+from app.cli.output import add_precision_argument, report_error, write_json
+from app.engine.core.formatting import format_value, round_record
+from app.engine.core.property_table import PROPERTY_KEYS
 from app.engine.generation.settings import (FUNNEL_STAGES, MIN_DISTANCE_RANGE, MODES, MODES_WITH_BASE, N_DECILES,
                                            SIGMA_RANGE, GenerationSettings)
 
@@ -47,6 +49,7 @@ def add_parser(commands, device_choices) -> None:
     generate.add_argument("--unrelaxed-cifs", action="store_true",
                           help="write the decoded (unrelaxed) cells instead of the relaxed ones")
     generate.add_argument("--format", choices=("json", "text"), default="json")
+    add_precision_argument(generate)
     generate.add_argument("--device", choices=device_choices, default="auto")
     generate.set_defaults(handler=run_generate)
 
@@ -136,13 +139,17 @@ def run_generate(args) -> int:
     funnel = [{"stage": stage.key, "label": stage.label, "count": result.funnel[stage.key]} for stage in FUNNEL_STAGES]
     payload = {"settings": vars(settings), "funnel": funnel, "sun": result.sun, "candidates": records}
     if args.format == "json":
+        if args.precision is not None:
+            payload["candidates"] = [round_record(r, args.precision) for r in records]
         write_json(payload)
     else:
         for stage in funnel:
             print(f"{stage['label']:<28} {stage['count']:>7}")
         print(f"{'Stable, unique, novel':<28} {result.sun:>7}")
         for record in records:
-            print(record["file"] or record["formula"])
+            shown = "  ".join(f"{key}={format_value(key, record[key], args.precision)}" for key in PROPERTY_KEYS
+                              if record.get(key) is not None)
+            print(f"{record['file'] or record['formula']}  {shown}".rstrip())
     return 0
 
 
