@@ -56,6 +56,8 @@ def _reference_mu() -> dict:
 
 def _raw_formation(structure, chgnet_energy: float, mu: dict) -> tuple[float, dict]:
     amounts = structure.composition.fractional_composition.get_el_amt_dict()
+    if any(s not in mu for s in amounts):  # no elemental reference energy (e.g. Yb): cannot be placed
+        return float("nan"), amounts
     return chgnet_energy - sum(x * mu[s] for s, x in amounts.items()), amounts
 
 
@@ -69,6 +71,8 @@ def fit_chgnet_offsets(structures: list, dft_formation: list[float], device: str
     column = {s: i for i, s in enumerate(symbols)}
     for structure, energy, target in zip(structures, energies, dft_formation):
         raw, amounts = _raw_formation(structure, energy, mu)
+        if not np.isfinite(raw):
+            continue
         row = np.zeros(len(symbols))
         for s, x in amounts.items():
             row[column[s]] = x
@@ -83,8 +87,8 @@ def chgnet_formation(structures: list, energies: list[float], offsets: dict) -> 
     out = []
     for structure, energy in zip(structures, energies):
         raw, amounts = _raw_formation(structure, energy, mu)
-        out.append(raw + sum(x * offsets[s] for s, x in amounts.items()) if all(s in offsets for s in amounts)
-                   else np.nan)
+        out.append(raw + sum(x * offsets[s] for s, x in amounts.items())
+                   if np.isfinite(raw) and all(s in offsets for s in amounts) else np.nan)
     return np.array(out)
 
 
