@@ -107,7 +107,7 @@ def build_prototypes(output_dir: Path | None = None, data_dir: Path | None = Non
              "selection": {"max_sites": MAX_SITES, "per_anonymous_formula": PER_ANONYMOUS_FORMULA,
                            "rule": "lowest formation energy per space group"},
              "count": len(prototypes), "anonymous_formulas": len({p["anonymous"] for p in prototypes}),
-             "created": time.strftime("%Y-%m-%d")}
+             "created": time.strftime("%Y-%m-%d"), "card": f"{PROTOTYPES_NAME}.md"}
     save_manifest_entry(PROTOTYPES_NAME, entry, output_dir)
     logger.info("DING prototypes: %d for %d anonymous formulas", entry["count"], entry["anonymous_formulas"])
     return entry

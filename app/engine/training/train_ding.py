@@ -270,7 +270,7 @@ def write_known_compositions(data: CompositionData, output_dir: Path | None = No
              "data": {"dataset": "compositions/oqmd", "sources": [SOURCE], "preparation": data.report},
              "split": {"method": SPLIT_METHOD, "train_count": int(len(data.train_rows)),
                        "validation_count": int(len(data.validation_rows))},
-             "units": dict(UNITS), "created": time.strftime("%Y-%m-%d")}
+             "units": dict(UNITS), "created": time.strftime("%Y-%m-%d"), "card": f"{KNOWN_NAME}.md"}
     save_manifest_entry(KNOWN_NAME, entry, output_dir)
     return entry
 

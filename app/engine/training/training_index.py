@@ -129,6 +129,7 @@ def build_structure_index(data_root: Path | None = None, output_dir: Path | None
         "file": path.name,
         "sha256": sha256_of(path),
         "kind": STRUCTURE_INDEX_NAME,
+        "description": "Every training crystal by reduced formula, for structural novelty (StructureMatcher).",
         "architecture": {"format": "npz", "arrays": sorted(arrays), "coordinates": "fractional, uint16 in units of 1/65536"},
         "units": {"lattices": "Å"},
         "data": {"sources": counts, "structures": len(rows), "formulas": int(len(arrays["formulas"])),
