@@ -161,14 +161,24 @@ def substitution_baseline(base, count: int) -> list:
     to the base's own cell, and the identity and non-neutral ones are skipped.
     """
     from pymatgen.analysis.structure_prediction.substitution_probability import SubstitutionPredictor
+    from pymatgen.core import Species
 
-    decorated = base.copy()
+    predictor = SubstitutionPredictor(threshold=SUBSTITUTION_THRESHOLD)
+    known = set(predictor.p.species)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        decorated.add_oxidation_state_by_guess()
+        # The first oxidation-state guess whose ions the substitution model knows (e.g. not As2+).
+        guesses = base.composition.oxi_state_guesses(max_sites=-1)
+        guess = next((g for g in guesses
+                      if all(Species(el, g[el]) in known for el in g)), None)
+        if guess is None:
+            logger.warning("no ion-substitution baseline for %s: no oxidation states the model knows",
+                           base.composition.reduced_formula)
+            return []
+        decorated = base.copy()
+        decorated.add_oxidation_state_by_element(guess)
         species = sorted({site.specie for site in decorated}, key=str)
-        predictions = SubstitutionPredictor(threshold=SUBSTITUTION_THRESHOLD).list_prediction(
-            species, to_this_composition=False)
+        predictions = predictor.list_prediction(species, to_this_composition=False)
     amounts = decorated.composition
     out, seen = [], set()
     for prediction in sorted(predictions, key=lambda p: -p["probability"]):
