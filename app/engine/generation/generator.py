@@ -12,7 +12,6 @@ while the decoder, whose encoder sees each voxel's element, carries the species 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import warnings
@@ -22,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from app.engine.core.oxidation import charge_balanced
 from app.engine.core.cancel import CancelToken, ProgressCallback
 from app.engine.generation.density import density_from_model, encode, lattice_from_coords, model_input, species_features
 from app.engine.core.errors import CrystalDesignerError, ModelError, StructureReadError
@@ -97,20 +97,6 @@ class GenerationResult:
     @property
     def kept(self) -> list[Candidate]:
         return [c for c in self.candidates if c.kept]
-
-
-@functools.lru_cache(maxsize=4096)
-def charge_balanced(reduced_formula: str) -> bool:
-    """True if the composition has a charge-neutral set of common oxidation states, or is an
-    intermetallic (all metals), where oxidation states do not apply."""
-    from pymatgen.core import Composition
-
-    composition = Composition(reduced_formula)
-    if all(element.is_metal or element.is_metalloid for element in composition.elements):
-        return True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bool(composition.oxi_state_guesses(max_sites=-1))
 
 
 def _segment(job: tuple[np.ndarray, np.ndarray, float]) -> tuple[object | None, str | None]:

@@ -6,10 +6,13 @@ included). Atoms with fewer neighbours carry a mask so padding never enters the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from app.engine.core.errors import StructureReadError
 
 #: Neighbour search radius (Å) and neighbour count, as in the CGCNN and ICSG3D papers.
 DEFAULT_CUTOFF = 8.0
@@ -106,3 +109,17 @@ def collate(graphs: Sequence[CrystalGraph]) -> GraphBatch:
         crystal_index=np.repeat(np.arange(len(graphs)), sizes),
         n_crystals=len(graphs),
     )
+
+
+def require_predictable(structure) -> None:
+    """Raise :class:`StructureReadError` saying why the property models can't use ``structure``
+    (no atoms, partial occupancy, non-finite coordinates or a degenerate cell)."""
+    if len(structure) == 0:
+        raise StructureReadError("The structure has no atoms.")
+    if not structure.is_ordered:
+        raise StructureReadError(
+            "The structure has partially occupied sites; the property models need an ordered crystal "
+            "(pick one ordering, e.g. with an order-disorder tool, and load that)."
+        )
+    if not np.all(np.isfinite(structure.cart_coords)) or not math.isfinite(structure.volume) or structure.volume <= 1e-6:
+        raise StructureReadError("The structure has invalid coordinates or a degenerate cell.")

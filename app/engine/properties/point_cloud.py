@@ -29,6 +29,7 @@ import numpy as np
 
 from app.engine.core.elements import FEATURE_LENGTH, MAX_Z, element_feature_table
 from app.engine.core.errors import StructureReadError
+from app.engine.properties.graph import require_predictable
 
 #: Length of the cell descriptor: a, b, c (Å), cos α, cos β, cos γ, volume per atom (Å³).
 CELL_DESCRIPTOR_LENGTH = 7
@@ -77,16 +78,8 @@ def point_cloud(structure) -> PointCloud:
     StructureReadError
         Empty, disordered, non-finite or degenerate structures, or elements beyond Z = 100.
     """
-    if len(structure) == 0:
-        raise StructureReadError("The structure has no atoms.")
-    if not structure.is_ordered:
-        raise StructureReadError(
-            "The structure has partially occupied sites; the property models need an ordered crystal "
-            "(pick one ordering, e.g. with an order-disorder tool, and load that)."
-        )
+    require_predictable(structure)
     cart = np.asarray(structure.cart_coords, dtype=np.float64)
-    if not np.all(np.isfinite(cart)) or not math.isfinite(structure.volume) or structure.volume <= 1e-6:
-        raise StructureReadError("The structure has invalid coordinates or a degenerate cell.")
     atomic_numbers = np.array([site.specie.Z for site in structure], dtype=np.int16)
     if atomic_numbers.max() > MAX_Z:
         raise StructureReadError(f"Elements beyond Z = {MAX_Z} have no feature vector.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -13,7 +12,7 @@ import numpy as np
 
 from app.engine.core.cancel import CancelToken, ProgressCallback
 from app.engine.core.errors import ModelError, StructureReadError
-from app.engine.properties.graph import CrystalGraph, build_graph, collate
+from app.engine.properties.graph import CrystalGraph, build_graph, collate, require_predictable
 from app.engine.core.paths import models_dir
 from app.engine.core.property_table import METALLIC_GAP_THRESHOLD_EV, PROPERTY_KEYS
 
@@ -26,15 +25,7 @@ ELEMENT_REFERENCES_FILE = "element_references.json"
 
 def graph_for_prediction(structure) -> CrystalGraph:
     """Neighbour graph of ``structure``, or a :class:`StructureReadError` saying why it can't be used."""
-    if len(structure) == 0:
-        raise StructureReadError("The structure has no atoms.")
-    if not structure.is_ordered:
-        raise StructureReadError(
-            "The structure has partially occupied sites; the property models need an ordered crystal "
-            "(pick one ordering, e.g. with an order-disorder tool, and load that)."
-        )
-    if not np.all(np.isfinite(structure.cart_coords)) or not math.isfinite(structure.volume) or structure.volume <= 0:
-        raise StructureReadError("The structure has invalid coordinates or a degenerate cell.")
+    require_predictable(structure)
     return build_graph(structure)
 
 
