@@ -97,13 +97,36 @@ def test_targets_are_checked_and_out_of_range_targets_warned(ding_models):
     assert not CompositionGenerator().generate({"formation_enthalpy": -1.0}, n=2).warnings
 
 
-def test_unset_targets_come_from_known_compositions_near_the_set_ones():
+def test_unset_targets_come_from_the_target_mixture_given_the_set_ones():
     from app.engine.compositions.runtime import KnownCompositions
 
-    known = KnownCompositions(["A", "B"], np.array([[-3.0, -7.0, 9.0], [0.5, -4.0, 30.0]]))
-    rows = known.conditions({"formation_enthalpy": -2.9}, 50, np.random.default_rng(0))
+    # Two well-separated components: deep formation enthalpies go with low energies and small volumes.
+    known = KnownCompositions.from_formulas(
+        ["NaCl"], weights=[0.5, 0.5], means=[[-3.0, -7.0, 9.0], [0.5, -4.0, 30.0]],
+        covariances=[np.diag([0.1, 0.2, 1.0]), np.diag([0.1, 0.2, 1.0])], low=[-5, -15, 2], high=[5, 0, 100])
+    rows = known.conditions({"formation_enthalpy": -2.9}, 400, np.random.default_rng(0))
     assert np.all(rows[:, 0] == -2.9)
-    assert set(map(tuple, rows[:, 1:])) <= {(-7.0, 9.0), (-4.0, 30.0)}
+    assert abs(np.median(rows[:, 1]) + 7.0) < 0.2 and abs(np.median(rows[:, 2]) - 9.0) < 0.5
+    rows = known.conditions({"formation_enthalpy": 0.4, "volume_per_atom": 31.0}, 50, np.random.default_rng(1))
+    assert np.all(rows[:, 2] == 31.0) and abs(np.median(rows[:, 1]) + 4.0) < 0.3
+    rows = known.conditions({"volume_per_atom": 500.0}, 20, np.random.default_rng(2))
+    assert np.all(rows[:, :2] >= [-5, -15]) and np.all(rows[:, :2] <= [5, 0])  # clipped to the training range
+
+
+def test_known_compositions_keep_fingerprints_not_formulas(tmp_path):
+    from app.engine.compositions.runtime import KNOWN_COMPOSITIONS_FILE, KNOWN_NAME, KnownCompositions
+    from app.engine.core.registry import save_manifest_entry, sha256_of
+
+    known = KnownCompositions.from_formulas(["NaCl", "Al2O3"], weights=[1.0], means=[[0, -5, 20]],
+                                            covariances=[np.eye(3)], low=[-5, -15, 2], high=[5, 0, 100])
+    path = tmp_path / KNOWN_COMPOSITIONS_FILE
+    known.save(path)
+    with np.load(path, allow_pickle=False) as saved:
+        assert saved["formula_hashes"].dtype == np.uint64 and len(saved["formula_hashes"]) == 2
+        assert [key for key in saved.files if saved[key].dtype.kind in "US"] == ["properties"]  # no formulas
+    save_manifest_entry(KNOWN_NAME, {"file": path.name, "sha256": sha256_of(path)}, tmp_path)
+    loaded = KnownCompositions.load(tmp_path)
+    assert "NaCl" in loaded and "Al2O3" in loaded and "FeO" not in loaded and len(loaded) == 2
 
 
 def test_generation_is_reproducible_and_cancellable(ding_models):
@@ -215,7 +238,7 @@ def test_training_writes_entries_and_cards_and_resumes(tmp_path, monkeypatch):
         assert entry["metrics"]["validation_count"] == 2 and entry["epochs_completed"] == 1
     entry = train_ding.train_cvae(data, epochs=1, output_dir=out)
     manifest = load_manifest(out)
-    assert {"ding_formation_enthalpy", "ding_cvae", "ding_compositions"} <= set(manifest)
+    assert {"ding_formation_enthalpy", "ding_cvae", "ding_known_compositions"} <= set(manifest)
     assert (out / "ding_cvae.md").read_text().startswith("# Model card: ding_cvae")
     assert "0 of 1" not in (out / "ding_formation_enthalpy.md").read_text()
     again = train_ding.train_cvae(data, epochs=1, output_dir=out)  # resumes: no epoch left to train

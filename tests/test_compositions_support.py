@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
 from pathlib import Path
+
+import numpy as np
 
 TINY_LAYERS = [(8, 0.0), (8, 0.5)]
 KNOWN = {"NaCl": (-2.0, -3.5, 23.0), "Al2O3": (-3.4, -7.5, 8.5), "FeO": (-1.4, -7.0, 10.0), "KBr": (-1.9, -3.2, 35.0)}
 
 
 def write_tiny_ding_models(folder: Path, decoded: dict[str, int] | None = None, seed: int = 0) -> Path:
-    """Random-weight DING predictors and CVAE, known compositions and one prototype (rock salt).
+    """Random-weight DING predictors and CVAE, a known-composition summary and one prototype (rock salt).
 
     The CVAE's output biases are set so that, whatever the latent vector, it decodes ``decoded``
     (default ``{"Na": 1, "Cl": 1}``): tests of flags and counts then know what to expect.
@@ -22,7 +22,8 @@ def write_tiny_ding_models(folder: Path, decoded: dict[str, int] | None = None, 
 
     from app.engine.compositions.formula import ELEMENT_INDEX, VOCABULARY
     from app.engine.compositions.networks import PROPERTIES, CompositionCVAE, PropertyDNN
-    from app.engine.compositions.runtime import CVAE_NAME, KNOWN_COMPOSITIONS_FILE, KNOWN_NAME, PREDICTOR_NAMES
+    from app.engine.compositions.runtime import (CVAE_NAME, KNOWN_COMPOSITIONS_FILE, KNOWN_NAME, PREDICTOR_NAMES,
+                                                KnownCompositions)
     from app.engine.compositions.structures import PROTOTYPES_NAME
     from app.engine.core.registry import save_manifest_entry, sha256_of
 
@@ -51,15 +52,13 @@ def write_tiny_ding_models(folder: Path, decoded: dict[str, int] | None = None, 
                                     "architecture": {"vocabulary": vocabulary, "max_count": 10, "hidden": [8],
                                                      "latent_dim": 4, "conditions": list(PROPERTIES)},
                                     "created": "test"}, folder)
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["formula", *PROPERTIES, "split"])
-    for formula, values in KNOWN.items():
-        writer.writerow([formula, *values, "train"])
+    values = np.array(list(KNOWN.values()))
+    known = KnownCompositions.from_formulas(list(KNOWN), weights=[1.0], means=values.mean(0)[None],
+                                            covariances=np.diag(values.var(0) + 1e-3)[None],
+                                            low=values.min(0), high=values.max(0))
     path = folder / KNOWN_COMPOSITIONS_FILE
-    with gzip.open(path, "wt") as handle:
-        handle.write(text.getvalue())
-    save_manifest_entry(KNOWN_NAME, {"file": path.name, "sha256": sha256_of(path), "kind": "composition_index",
+    known.save(path)
+    save_manifest_entry(KNOWN_NAME, {"file": path.name, "sha256": sha256_of(path), "kind": "composition_summary",
                                      "created": "test"}, folder)
     rock_salt = {"id": "mp-22862", "formula": "NaCl", "anonymous": "AB", "space_group": ["Fm-3m", 225],
                  "formation_energy_per_atom": -2.1,

@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
+import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -34,14 +32,12 @@ logger = logging.getLogger(__name__)
 PREDICTOR_NAMES = {"formation_enthalpy": "ding_formation_enthalpy", "energy_per_atom": "ding_energy_per_atom",
                    "volume_per_atom": "ding_volume_per_atom"}
 CVAE_NAME = "ding_cvae"
-KNOWN_NAME = "ding_compositions"
-KNOWN_COMPOSITIONS_FILE = "ding_compositions.csv.gz"
+KNOWN_NAME = "ding_known_compositions"
+KNOWN_COMPOSITIONS_FILE = "ding_known_compositions.npz"
 
 #: Ranges within which the paper found its predictors reliable (Table 3), in the properties' units.
 RELIABLE_RANGES = {"formation_enthalpy": (-3.90, 3.06), "energy_per_atom": (-12.78, -0.77),
                    "volume_per_atom": (7.06, 75.83)}
-#: Unset targets are drawn from this many known compositions closest to the set ones.
-NEIGHBOURS_FOR_UNSET_TARGETS = 64
 MAX_SAMPLES = 100_000
 
 
@@ -149,43 +145,118 @@ def parse_targets(pairs: Sequence[str]) -> dict[str, float]:
     return targets
 
 
-class KnownCompositions:
-    """Compositions of the training data with their labels (``models/ding_compositions.csv.gz``)."""
+def formula_hash(formula: str) -> int:
+    """64-bit fingerprint of a normalised formula: the first 8 bytes of its sha256, little-endian.
 
-    def __init__(self, formulas: Sequence[str], targets: np.ndarray, train: np.ndarray | None = None):
-        self.formulas = frozenset(formulas)
-        self.targets = np.asarray(targets, dtype=np.float64).reshape(-1, len(PROPERTIES))
-        self.train = np.ones(len(self.targets), bool) if train is None else np.asarray(train, bool)
+    The shipped list of known compositions holds only these fingerprints, not the formulas; two
+    different formulas share one with a probability of about 1e-10 over the whole list.
+    """
+    return int.from_bytes(hashlib.sha256(formula.encode("utf-8")).digest()[:8], "little")
+
+
+class KnownCompositions:
+    """What the generator knows of the training data, without the data itself.
+
+    - ``hashes``: sorted :func:`formula_hash` fingerprints of every composition of the data (the
+      ``not_in_training`` flag);
+    - a Gaussian mixture fitted to the three training targets (PROPERTIES order, their units),
+      from which :meth:`conditions` draws the targets the user left unset, given the set ones.
+
+    Parameters
+    ----------
+    hashes : array of uint64, shape (m,)
+        Fingerprints of the known formulas (any order).
+    weights : array, shape (k,)
+        Mixture weights (sum 1).
+    means : array, shape (k, 3)
+        Component means in the properties' units.
+    covariances : array, shape (k, 3, 3)
+        Component covariance matrices.
+    low, high : array, shape (3,)
+        Range of the training targets; drawn values are clipped to it.
+    """
+
+    def __init__(self, hashes, weights, means, covariances, low, high):
+        self.hashes = np.unique(np.asarray(hashes, dtype=np.uint64))
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.means = np.asarray(means, dtype=np.float64).reshape(-1, len(PROPERTIES))
+        self.covariances = np.asarray(covariances, dtype=np.float64).reshape(-1, len(PROPERTIES), len(PROPERTIES))
+        self.low, self.high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        if not (len(self.weights) == len(self.means) == len(self.covariances) > 0):
+            raise ModelError("The known-composition summary has an inconsistent target mixture.")
+
+    @classmethod
+    def from_formulas(cls, formulas: Sequence[str], **mixture) -> "KnownCompositions":
+        """Build from normalised formulas (hashed here) and the mixture's arrays."""
+        return cls(np.array([formula_hash(f) for f in formulas], dtype=np.uint64), **mixture)
 
     @classmethod
     def load(cls, folder: Path | None = None) -> "KnownCompositions":
+        """The shipped summary (``models/ding_known_compositions.npz``), checked against the manifest."""
         from app.engine.core.registry import verified_weights_path
 
         path, _ = verified_weights_path(KNOWN_NAME, folder or models_dir())
-        with gzip.open(path, "rt") as handle:
-            rows = list(csv.DictReader(io.StringIO(handle.read())))
-        return cls([r["formula"] for r in rows], np.array([[float(r[p]) for p in PROPERTIES] for r in rows]),
-                   np.array([r["split"] == "train" for r in rows]))
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                if tuple(str(p) for p in saved["properties"]) != PROPERTIES:
+                    raise ModelError(f"{path.name} summarises other properties than {', '.join(PROPERTIES)}.")
+                return cls(saved["formula_hashes"], saved["mixture_weights"], saved["mixture_means"],
+                           saved["mixture_covariances"], saved["target_low"], saved["target_high"])
+        except (OSError, KeyError, ValueError) as error:
+            raise ModelError(f"The known-composition summary {path} cannot be read: {error}") from error
+
+    def save(self, path: Path) -> None:
+        """Write the summary as an ``.npz`` (plain arrays, loadable without pickle)."""
+        with open(path, "wb") as handle:  # a handle: np.savez would append ".npz" to a bare name
+            np.savez_compressed(handle, formula_hashes=self.hashes, mixture_weights=self.weights,
+                                mixture_means=self.means, mixture_covariances=self.covariances,
+                                target_low=self.low, target_high=self.high, properties=np.array(PROPERTIES))
+
+    def __len__(self) -> int:
+        return len(self.hashes)
 
     def __contains__(self, formula: str) -> bool:
-        return formula in self.formulas
+        value = np.uint64(formula_hash(formula))
+        position = int(np.searchsorted(self.hashes, value))
+        return position < len(self.hashes) and self.hashes[position] == value
 
     def conditions(self, targets: dict[str, float], n: int, rng: np.random.Generator) -> np.ndarray:
-        """Condition rows ``(n, 3)``: the set targets, and for unset ones the values of known compositions
-        whose set properties are closest to the targets (so the combination is a plausible one)."""
+        """Condition rows ``(n, 3)``: the set targets, and for unset ones draws from the mixture
+        conditioned on the set values (so the combination is one the training data makes plausible).
+
+        Each row picks a component with probability proportional to its weight times the density of
+        the set targets under it, then draws the unset targets from that component's conditional
+        Gaussian; the draws are clipped to the training range.
+        """
         rows = np.zeros((n, len(PROPERTIES)))
         fixed = [k for k, prop in enumerate(PROPERTIES) if prop in targets]
         free = [k for k in range(len(PROPERTIES)) if k not in fixed]
-        for k in fixed:
-            rows[:, k] = targets[PROPERTIES[k]]
-        if free:
-            pool = self.targets[self.train] if self.train.any() else self.targets
-            scale = pool.std(axis=0) + 1e-9
-            target = np.array([targets[PROPERTIES[k]] for k in fixed])
-            distance = (((pool[:, fixed] - target) / scale[fixed]) ** 2).sum(axis=1)
-            nearest = np.argsort(distance)[:NEIGHBOURS_FOR_UNSET_TARGETS]
-            picks = pool[rng.choice(nearest, size=n)]
-            rows[:, free] = picks[:, free]
+        value = np.array([targets[PROPERTIES[k]] for k in fixed], dtype=np.float64)
+        rows[:, fixed] = value
+        if not free:
+            return rows
+        log_resp = np.log(self.weights + 1e-300)
+        shifts, factors, chol = [], [], []
+        for k in range(len(self.weights)):
+            cov = self.covariances[k]
+            if fixed:
+                cov_ff = cov[np.ix_(fixed, fixed)]
+                cov_uf = cov[np.ix_(free, fixed)]
+                gain = np.linalg.solve(cov_ff, cov_uf.T).T  # Σ_uf Σ_ff⁻¹
+                residual = value - self.means[k, fixed]
+                _, log_det = np.linalg.slogdet(cov_ff)
+                log_resp[k] += -0.5 * (residual @ np.linalg.solve(cov_ff, residual) + log_det)
+                shifts.append(self.means[k, free] + gain @ residual)
+                conditional = cov[np.ix_(free, free)] - gain @ cov_uf.T
+            else:
+                shifts.append(self.means[k, free])
+                conditional = cov[np.ix_(free, free)]
+            chol.append(np.linalg.cholesky(conditional + 1e-9 * np.eye(len(free))))
+        responsibility = np.exp(log_resp - log_resp.max())
+        components = rng.choice(len(self.weights), size=n, p=responsibility / responsibility.sum())
+        noise = rng.standard_normal((n, len(free)))
+        drawn = np.stack(shifts)[components] + np.einsum("nij,nj->ni", np.stack(chol)[components], noise)
+        rows[:, free] = np.clip(drawn, self.low[free], self.high[free])
         return rows
 
 
@@ -228,7 +299,7 @@ class CompositionGenerator:
     predictor : CompositionPredictor, optional
         Default: the shipped predictors.
     known : KnownCompositions, optional
-        Default: ``models/ding_compositions.csv.gz``.
+        Default: the shipped summary ``models/ding_known_compositions.npz``.
     folder : Path, optional
         Models folder (default: the shipped ``models/``).
     """
@@ -268,7 +339,7 @@ class CompositionGenerator:
         ----------
         targets : dict
             Property → value in its units (at least one of :data:`PROPERTIES`); unset ones are
-            taken from known compositions near the set ones.
+            drawn from the training targets' mixture given the set ones.
         n : int
             Samples to draw (1 .. 100 000).
         seed : int

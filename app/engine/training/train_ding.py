@@ -2,14 +2,13 @@
 
 Each network is its own run with a checkpoint after every epoch (rerunning resumes), written
 to ``models/`` with a manifest entry and a model card when it finishes. The predictors come
-first; the CVAE follows; last, the compact list of known compositions used by the novelty flag.
+first, the CVAE follows. Before them the summary of known compositions is written (formula
+fingerprints for the novelty flag, a Gaussian mixture of the targets): derived numbers, none of
+the training rows.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import logging
 import time
 from pathlib import Path
@@ -21,7 +20,8 @@ from torch.nn import functional
 from app.engine.compositions.formula import BLOCK, VOCABULARY, one_hot_counts
 from app.engine.compositions.networks import (CVAE_HIDDEN, CVAE_LATENT, PREDICTOR_LAYERS, PROPERTIES, UNITS,
                                               CompositionCVAE, PropertyDNN)
-from app.engine.compositions.runtime import CVAE_NAME, KNOWN_COMPOSITIONS_FILE, KNOWN_NAME, PREDICTOR_NAMES
+from app.engine.compositions.runtime import (CVAE_NAME, KNOWN_COMPOSITIONS_FILE, KNOWN_NAME, PREDICTOR_NAMES,
+                                            KnownCompositions)
 from app.engine.core.cancel import CancelToken, ProgressCallback
 from app.engine.core.paths import models_dir
 from app.engine.core.registry import save_manifest_entry, sha256_of
@@ -254,22 +254,82 @@ def _write_cvae(model, metrics, state, epochs, data, output_dir: Path) -> dict:
     return entry
 
 
+#: Components of the Gaussian mixture fitted to the three training targets.
+MIXTURE_COMPONENTS = 16
+MIXTURE_ITERATIONS = 200
+
+
+def fit_gaussian_mixture(values: np.ndarray, components: int = MIXTURE_COMPONENTS,
+                         iterations: int = MIXTURE_ITERATIONS, seed: int = 0) -> dict:
+    """Full-covariance Gaussian mixture of ``values`` ``(n, d)`` by expectation-maximisation.
+
+    Fitted on standardised values (k-means++-style seeding) and returned in the original units:
+    ``{"weights": (k,), "means": (k, d), "covariances": (k, d, d), "log_likelihood": mean per row}``.
+    """
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    values = np.asarray(values, dtype=np.float64)
+    centre, scale = values.mean(0), values.std(0) + 1e-12
+    x = (values - centre) / scale
+    n, d = x.shape
+    components = max(1, min(components, n))
+    rng = np.random.default_rng(seed)
+    means = [x[rng.integers(n)]]
+    for _ in range(1, components):
+        distance = np.min([((x - m) ** 2).sum(1) for m in means], axis=0)
+        means.append(x[rng.choice(n, p=distance / distance.sum())] if distance.sum() > 0 else x[rng.integers(n)])
+    means = np.array(means)
+    covariances = np.stack([np.eye(d)] * components)
+    weights = np.full(components, 1.0 / components)
+    regulariser = 1e-4 * np.eye(d)
+    previous = -np.inf
+    for _ in range(iterations):
+        log_density = np.stack([multivariate_normal.logpdf(x, means[k], covariances[k], allow_singular=True)
+                                for k in range(components)], axis=1).reshape(n, components) + np.log(weights)
+        total = logsumexp(log_density, axis=1)
+        responsibility = np.exp(log_density - total[:, None])
+        mass = responsibility.sum(0) + 1e-12
+        weights = mass / n
+        means = (responsibility.T @ x) / mass[:, None]
+        for k in range(components):
+            centred = x - means[k]
+            covariances[k] = (responsibility[:, k, None] * centred).T @ centred / mass[k] + regulariser
+        likelihood = float(total.mean())
+        if likelihood - previous < 1e-6:
+            break
+        previous = likelihood
+    return {"weights": weights, "means": means * scale + centre,
+            "covariances": covariances * np.outer(scale, scale), "log_likelihood": likelihood}
+
+
 def write_known_compositions(data: CompositionData, output_dir: Path | None = None) -> dict:
-    """``models/ding_compositions.csv.gz``: every composition of the data with its labels and split."""
+    """``models/ding_known_compositions.npz``: derived from the data, none of the data itself.
+
+    Fingerprints (:func:`formula_hash`) of every composition (train and validation: all count as
+    known for the novelty flag) and a Gaussian mixture of the three training-split targets (for
+    targets the user leaves unset).
+    """
     output_dir = output_dir or models_dir()
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["formula", *PROPERTIES, "split"])
-    for formula, target, held_out in zip(data.formulas, data.targets, data.validation):
-        writer.writerow([formula, *(f"{v:.4f}" for v in target), "validation" if held_out else "train"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train = data.targets[data.train_rows].astype(np.float64)
+    mixture = fit_gaussian_mixture(train)
+    known = KnownCompositions.from_formulas([str(f) for f in data.formulas], weights=mixture["weights"],
+                                            means=mixture["means"], covariances=mixture["covariances"],
+                                            low=train.min(0), high=train.max(0))
     path = output_dir / KNOWN_COMPOSITIONS_FILE
-    with gzip.GzipFile(path, "wb", mtime=0) as handle:
-        handle.write(text.getvalue().encode())
-    entry = {"file": path.name, "sha256": sha256_of(path), "kind": "composition_index",
-             "description": "Compositions of the DING training data (novelty flag, conditions for unset targets)",
+    known.save(path)
+    entry = {"file": path.name, "sha256": sha256_of(path), "kind": "composition_summary",
+             "description": "Fingerprints of the DING training compositions (novelty flag) and a Gaussian mixture "
+                            "of their three targets (conditions for unset targets); no formulas or labels",
              "data": {"dataset": "compositions/oqmd", "sources": [SOURCE], "preparation": data.report},
              "split": {"method": SPLIT_METHOD, "train_count": int(len(data.train_rows)),
                        "validation_count": int(len(data.validation_rows))},
+             "contents": {"formula_hashes": int(len(known)),
+                          "hash": "first 8 bytes of sha256(normalised formula), little-endian uint64",
+                          "mixture_components": int(len(mixture["weights"])),
+                          "mixture_fitted_on": "training split targets (EM, full covariance)",
+                          "mixture_mean_log_likelihood": round(mixture["log_likelihood"], 4)},
              "units": dict(UNITS), "created": time.strftime("%Y-%m-%d"), "card": f"{KNOWN_NAME}.md"}
     save_manifest_entry(KNOWN_NAME, entry, output_dir)
     return entry
