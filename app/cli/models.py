@@ -13,13 +13,15 @@ from app.cli.output import write_json
 GENERATOR_MODELS = ("segmentation_unet", "density_vae")
 POINTNET_MODEL = "pointnet"
 DING_MODEL = "ding"
+#: Not a network: the PCA latent map of the generator's training cells (needs density_vae).
+LATENT_MAP = "latent-map"
 
 
 def add_parser(commands, device_choices) -> None:
     from app.engine.training.recipes import RECIPE_NAMES
 
     train = commands.add_parser("train", help="retrain a model from ../shared/data (hours on CPU)")
-    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS + (POINTNET_MODEL, DING_MODEL))
+    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS + (POINTNET_MODEL, DING_MODEL, LATENT_MAP))
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
     train.add_argument("--learning-rate", type=float, default=None, help="generator models, pointnet: peak learning rate")
@@ -50,6 +52,11 @@ def add_parser(commands, device_choices) -> None:
 
 
 def run_train(args) -> int:
+    if args.name == LATENT_MAP:
+        from app.engine.training.latent_map import build_latent_map
+
+        write_json(build_latent_map()["metrics"])
+        return 0
     if args.name == DING_MODEL:
         from app.engine.training.train_ding import train_ding
 

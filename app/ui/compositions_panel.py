@@ -183,6 +183,7 @@ class CompositionsPanel(QWidget):
             self._job = None
             self._busy(False)
         records = self._add_records(entries)
+        await self.controller.refresh_models()  # DING and the hull may have loaded just now
         made = sum(1 for r in records if r.structure is not None)
         failed = [e["error"] for e in entries if e.get("error")]
         self.status.setText(f"{made} structure(s) added to the library." + (f" {' '.join(failed)}" if failed else ""))
@@ -202,7 +203,8 @@ class CompositionsPanel(QWidget):
         for record, entry in zip(records, entries):
             if record.structure is not None:
                 rec.apply_prediction(record, {"properties": entry.get("properties"),
-                                              "error": entry.get("prediction_error")})
+                                              "error": entry.get("prediction_error"),
+                                              "stability": entry.get("stability")})
         model.refresh(records)
         self.controller.structures_arrived.emit(records)
         return records

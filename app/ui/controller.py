@@ -65,6 +65,7 @@ class DesignController(QObject):
     generation_started = Signal(int)
     generation_progress = Signal(int, int, int)
     generation_finished = Signal(object, str)
+    models_changed = Signal(dict)
 
     def __init__(self, model: ResultsModel, client: WorkerClient, settings: AppSettings, parent=None) -> None:
         super().__init__(parent)
@@ -115,6 +116,7 @@ class DesignController(QObject):
             if record.source in by_source:
                 rec.apply_prediction(record, by_source[record.source])
         self.model.refresh(batch)
+        await self.refresh_models()
         failed = sum(1 for r in batch if r.error)
         self.status_message.emit(f"Loaded {len(batch) - failed} structure{'s' if len(batch) - failed != 1 else ''}"
                                  + (f", {failed} could not be read" if failed else "") + ".")
@@ -139,6 +141,16 @@ class DesignController(QObject):
         arrived = added + updated
         self.structures_arrived.emit(arrived)
         return arrived
+
+    async def refresh_models(self) -> None:
+        """Tell the window what the worker has loaded by now (``models_changed``); models such as
+        PointNet or the reference hull load on first use."""
+        try:
+            info = await self.client.refresh_models()
+        except CrystalDesignerError as error:  # the worker stopped or restarted: it reports again itself
+            logger.info("Model description not refreshed: %s", error)
+            return
+        self.models_changed.emit(info)
 
     # -- session -----------------------------------------------------------------------------
 
@@ -244,8 +256,12 @@ class DesignController(QObject):
             return None
         finally:
             self._generation = None
-        funnel = result["funnel"]
-        note = f"Done: {funnel.get('unique', counts['kept']):,} of {total:,} samples kept."
+        funnel = dict(result["funnel"])
+        if "sun" in result:
+            funnel["sun"] = int(result["sun"])  # stable + unique + novel, shown under the funnel
+        note = f"Done: {funnel.get('unique', counts['kept']):,} of {total:,} samples kept"
+        note += f", {funnel['sun']:,} stable, unique and novel." if "sun" in funnel else "."
+        await self.refresh_models()
         if counts["rejected_rows"] >= MAX_REJECTED_ROWS:
             note += f" Only the first {MAX_REJECTED_ROWS:,} rejected candidates are listed."
         self.generation_finished.emit(funnel, note)

@@ -13,6 +13,10 @@ from app.settings import GenerationDefaults
 from app.ui.records import CrystalRecord
 
 
+#: Label of the funnel's last row: stable + unique + novel candidates.
+SUN_LABEL = "S.U.N. (stable, unique, novel)"
+
+
 class GeneratePanel(QWidget):
     """Settings of one generation run and its progress; the controller does the work.
 
@@ -204,10 +208,21 @@ class GeneratePanel(QWidget):
         self.status.setText(f"{done:,} of {total:,} samples, {kept:,} kept")
 
     def show_funnel(self, funnel: dict[str, int]) -> None:
+        """The funnel counts, then the S.U.N. count (stable, unique and novel) when the run has one."""
         self.funnel.clear()
         for stage in FUNNEL_STAGES:
             item = QTreeWidgetItem([stage.label, f"{funnel.get(stage.key, 0):,}"])
             item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.funnel.addTopLevelItem(item)
+        if "sun" in funnel:
+            item = QTreeWidgetItem([SUN_LABEL, f"{funnel['sun']:,}"])
+            item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            item.setToolTip(0, "Near the hull (E_hull at most the threshold after relaxation), unique and "
+                               "structurally novel (no known crystal of its formula matches it)")
+            font = item.font(0)
+            font.setBold(True)
+            item.setFont(0, font)
+            item.setFont(1, font)
             self.funnel.addTopLevelItem(item)
 
     def set_status(self, text: str) -> None:

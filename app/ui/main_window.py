@@ -212,6 +212,7 @@ class MainWindow(QMainWindow):
         c.generation_started.connect(self._on_generation_started)
         c.generation_progress.connect(self.generate_panel.set_progress)
         c.generation_finished.connect(self._on_generation_finished)
+        c.models_changed.connect(self.status.set_models)
 
     def _restore_layout(self) -> None:
         layout = self.settings.window

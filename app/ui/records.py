@@ -79,6 +79,8 @@ class CrystalRecord:
     relaxed_structure: object | None = None
     relaxed_cif: str | None = None
     show_unrelaxed: bool = False
+    #: Kept candidates: the sampled latent vector z (float32, the VAE's latent size), for the latent map.
+    latent: np.ndarray | None = None
     uid: int = field(default_factory=lambda: next(_uids))
 
     @property
@@ -157,6 +159,8 @@ def apply_prediction(record: CrystalRecord, prediction: dict) -> None:
     record.prediction_error = prediction.get("error")
     record.model = prediction.get("model")
     record.status = READY
+    # Library entries: E_hull and decomposition from the predicted formation energy (worker's hull).
+    record.stability = dict(prediction.get("stability") or {})
     record.ordering = prediction.get("ordering")
     if record.ordering and record.ordering.get("choices"):
         choose_ordering(record, record.ordering["chosen"])
@@ -168,6 +172,8 @@ def choose_ordering(record: CrystalRecord, index: int) -> None:
     record.ordering["chosen"] = index
     record.structure = choice["structure"]  # the viewer and export use the ordered approximant
     record.properties = dict(choice["properties"])
+    if choice.get("stability"):
+        record.stability = dict(choice["stability"])
 
 
 def candidate_name(base_name: str | None, index: int, formula: str | None) -> str:
@@ -185,9 +191,20 @@ def candidate_record(payload: dict, base_name: str | None) -> CrystalRecord:
         kept=bool(payload.get("kept")), latent_distance=payload.get("latent_distance"),
         base_name=base_name, index=payload.get("index"), density=payload.get("density"),
         stability=dict(payload.get("stability") or {}), relaxed_structure=payload.get("relaxed_structure"),
-        relaxed_cif=payload.get("relaxed_cif"),
+        relaxed_cif=payload.get("relaxed_cif"), latent=_latent(payload.get("latent")),
         model=payload.get("model") or "cgcnn",  # the worker's generator predicts with the CGCNN models
     )
+
+
+def _latent(value) -> np.ndarray | None:
+    """A latent vector from the worker or a session file (list of floats); None if absent or malformed."""
+    if value is None:
+        return None
+    try:
+        vector = np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        return None
+    return vector if vector.size and np.all(np.isfinite(vector)) else None
 
 
 # --- session ------------------------------------------------------------------------------------
@@ -202,13 +219,15 @@ def to_session(record: CrystalRecord) -> dict | None:
         return {"source": record.source, "path": record.path, "name": record.name, "formula": record.formula,
                 "space_group": record.space_group, "n_sites": record.n_sites, "warnings": record.warnings,
                 "error": record.error, "properties": _clean_properties(record.properties) or None,
-                "prediction_error": record.prediction_error, "model": record.model}
+                "prediction_error": record.prediction_error, "model": record.model,
+                "stability": dict(record.stability) or None}
     if record.kept and record.cif_text:
         return {"name": record.name, "cif": record.cif_text, "formula": record.formula,
                 "space_group": record.space_group, "n_sites": record.n_sites,
                 "properties": _clean_properties(record.properties), "flags": dict(record.flags),
                 "latent_distance": record.latent_distance, "base": record.base_name, "index": record.index,
-                "stability": dict(record.stability), "relaxed_cif": record.relaxed_cif, "model": record.model}
+                "stability": dict(record.stability), "relaxed_cif": record.relaxed_cif, "model": record.model,
+                "latent": None if record.latent is None else [round(float(x), 5) for x in record.latent]}
     return None
 
 
@@ -222,6 +241,7 @@ def library_from_session(data: dict) -> CrystalRecord:
         warnings=[str(w) for w in data.get("warnings") or []], error=data.get("error"),
         properties=dict(properties) if isinstance(properties, dict) else {},
         prediction_error=data.get("prediction_error"), model=data.get("model"),
+        stability=dict(data.get("stability") or {}) if isinstance(data.get("stability"), dict) else {},
         status=FAILED if data.get("error") else (READY if isinstance(properties, dict) or data.get("prediction_error")
                                                  else PREDICTING),
     )
@@ -235,6 +255,7 @@ def candidate_from_session(data: dict) -> CrystalRecord:
         properties=dict(data.get("properties") or {}), flags=dict(data.get("flags") or {}), kept=True,
         latent_distance=data.get("latent_distance"), base_name=data.get("base"), index=data.get("index"),
         stability=dict(data.get("stability") or {}), relaxed_cif=data.get("relaxed_cif"), model=data.get("model"),
+        latent=_latent(data.get("latent")),
     )
 
 
@@ -262,4 +283,6 @@ def export_row(record: CrystalRecord, relaxed: bool = True) -> dict | None:
         row.update({f"flag_{stage.key}": record.flags.get(stage.key) for stage in FUNNEL_STAGES[1:]})
         row.update({key: record.stability.get(key) for key in EXPORTED_STABILITY_FIELDS})
         row["cif_is_relaxed"] = relaxed_structure is not None
+    else:  # library entries: E_hull from the predicted formation energy
+        row.update({key: record.stability.get(key) for key in ("e_above_hull", "decomposition")})
     return row

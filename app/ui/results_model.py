@@ -93,7 +93,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("novel", "Novelty", _novelty, _novelty, "Neither the base nor a training crystal (structure match)"),
     Column("e_above_hull", "E_hull\n(eV/atom)", lambda r: _number(r.e_above_hull),
            lambda r: r.e_above_hull,
-           "Energy above the reference convex hull of the relaxed crystal (predicted formation energy)"),
+           "Energy above the reference convex hull from the predicted formation energy "
+           "(of the relaxed crystal for relaxed candidates); negative: below the hull"),
     Column("decomposition", "Decomposition", lambda r: r.stability.get("decomposition") or "",
            lambda r: r.stability.get("decomposition") or "", "The hull phases it would decompose into"),
     Column("relaxed_space_group", "Relaxed\nspace group", lambda r: r.stability.get("relaxed_space_group") or "",
@@ -169,6 +170,8 @@ class ResultsModel(QAbstractTableModel):
         lines += [f"⚠ {w}" for w in record.warnings]
         if record.is_candidate and not record.kept:
             lines.append(f"Rejected: {record.rejection()}")
+        if column.key in ("e_above_hull", "decomposition") and record.stability.get("hull_error"):
+            lines.append(f"No E_hull: {record.stability['hull_error']}")
         if column.tooltip and not lines:
             return column.tooltip
         return "\n".join(lines) or None

@@ -21,21 +21,30 @@ class AppStatusBar(QStatusBar):
             self.addPermanentWidget(label)
 
     def set_models(self, info: dict) -> None:
-        """Show what ``jobs.load_models`` reported."""
+        """Show what the worker has loaded (``WorkerModels.describe``): loaded of shipped models.
+
+        Models load on first use (PointNet, DING, the reference hull …), so the window calls
+        this again after jobs that may load one.
+        """
         device = str(info.get("device") or "?")
         self.device_label.setText(f"Device: {DEVICE_NAMES.get(device.split(':')[0], device)}")
         versions = info.get("versions") or {}
-        problems = [p for p in (info.get("predictor_error"), info.get("generator_error")) if p]
+        shipped = list(info.get("shipped") or [])
+        problems = [p for p in (info.get("predictor_error"), info.get("generator_error"), info.get("hull_error")) if p]
         if not versions:
-            text = "Models: none"
+            text = "Models: none loaded"
+        elif shipped:
+            text = f"Models: {len(versions)} of {len(shipped)} loaded"
         else:
-            created = sorted({v.split()[0] for v in versions.values()})
-            text = f"Models: {len(versions)} ({', '.join(created)})"
+            text = f"Models: {len(versions)} loaded"
         if info.get("generator_error") and not info.get("predictor_error"):
             text += ", no generator"
         self.models_label.setText(text)
-        tip = "\n".join(f"{name}: {version}" for name, version in sorted(versions.items()))
-        self.models_label.setToolTip("\n".join(filter(None, [tip, *problems])))
+        lines = [f"{name}: {version}" for name, version in sorted(versions.items())]
+        waiting = [name for name in shipped if name not in versions]
+        if waiting:
+            lines.append("Loaded when first used: " + ", ".join(waiting))
+        self.models_label.setToolTip("\n".join(lines + problems))
 
     def set_worker_state(self, state: str) -> None:
         colour = STATE_COLOURS.get(state, "#333333")

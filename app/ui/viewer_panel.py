@@ -131,6 +131,10 @@ class ViewerPanel(QWidget):
         self.side_by_side = self._check("Map beside", True, lambda: self._redraw(reset_camera=True),
                                         "Show a candidate's decoded map beside its segmented structure")
         self.orthographic = self._check("Orthographic", False, self._apply_projection)
+        # Relaxed candidates: the relaxed crystal by default; this shows the decoded (unrelaxed) cell.
+        self.show_unrelaxed = self._check("Unrelaxed", False, self._on_unrelaxed_toggled,
+                                          "Show the decoded cell before CHGNet relaxation instead of the relaxed one")
+        self.show_unrelaxed.setEnabled(False)
         self.radius_kind = QComboBox()
         self.radius_kind.addItems([f"{kind} radius" for kind in RADIUS_KINDS])
         self.radius_kind.currentIndexChanged.connect(lambda _i: self._redraw())
@@ -167,7 +171,7 @@ class ViewerPanel(QWidget):
             structure_row.addWidget(widget)
         structure_row.addStretch(1)
         view_row = QHBoxLayout()
-        for widget in (*self.view_buttons.values(), self.orthographic):
+        for widget in (*self.view_buttons.values(), self.orthographic, self.show_unrelaxed):
             view_row.addWidget(widget)
         view_row.addStretch(1)
         level_row = QHBoxLayout()
@@ -231,14 +235,44 @@ class ViewerPanel(QWidget):
         self._density_grid = None
         self._cancel_density_task()
         self.note.setText("")
-        if record is None:
-            self.title.setText("Select a structure to view it.")
-        else:
-            label = f"{record.name} — {record.formula or '?'}"
-            self.title.setText(label + (f"  [{record.space_group}]" if record.space_group else ""))
+        self._update_title()
+        self._update_relaxed_toggle()
         self._update_level_controls()
         self._redraw(reset_camera=True)
         self._request_density()
+
+    def _update_relaxed_toggle(self) -> None:
+        record = self._record
+        relaxed = record is not None and record.get_relaxed_structure() is not None
+        self.show_unrelaxed.blockSignals(True)
+        self.show_unrelaxed.setChecked(bool(relaxed and record.show_unrelaxed))
+        self.show_unrelaxed.blockSignals(False)
+        self.show_unrelaxed.setEnabled(relaxed)
+        self.show_unrelaxed.setToolTip(
+            "Show the decoded cell before CHGNet relaxation instead of the relaxed one" if relaxed
+            else "Only relaxed candidates have an unrelaxed form")
+
+    def _on_unrelaxed_toggled(self) -> None:
+        record = self._record
+        if record is None or record.get_relaxed_structure() is None:
+            return
+        record.show_unrelaxed = self.show_unrelaxed.isChecked()
+        self._update_title()
+        self._redraw(reset_camera=True)
+
+    def _update_title(self) -> None:
+        record = self._record
+        if record is None:
+            self.title.setText("Select a structure to view it.")
+            return
+        label = f"{record.name} — {record.formula or '?'}"
+        if record.get_relaxed_structure() is not None:
+            label += "  (unrelaxed)" if record.show_unrelaxed else "  (relaxed)"
+            group = None if record.show_unrelaxed else record.stability.get("relaxed_space_group")
+            label += f"  [{group or record.space_group}]" if (group or record.space_group) else ""
+        elif record.space_group:
+            label += f"  [{record.space_group}]"
+        self.title.setText(label)
 
     async def wait_density(self) -> None:
         """Return once the density map being fetched (if any) is drawn or has failed."""
@@ -249,6 +283,8 @@ class ViewerPanel(QWidget):
     def refresh(self, record: CrystalRecord) -> None:
         """Redraw if ``record`` is the one shown (e.g. its structure has just been re-read)."""
         if record is self._record:
+            self._update_relaxed_toggle()
+            self._update_title()
             self._redraw()
             self._request_density()
 
@@ -506,9 +542,7 @@ class ViewerPanel(QWidget):
         self._iso_actor = self.plotter.add_mesh(
             surface, scalars="density", cmap=scene.DENSITY_CMAP, clim=self._clim(), opacity=scene.DENSITY_OPACITY,
             smooth_shading=True, render=False, name="isosurface", pickable=False,
-            scalar_bar_args={"title": "density (Z/Å³)", "vertical": True, "position_x": 0.88,
-                             "position_y": 0.08, "height": 0.35, "width": 0.06, "color": "black",
-                             "fmt": "%.2f"})
+            scalar_bar_args=COLOUR_BAR)
 
     def _apply_projection(self) -> None:
         self.plotter.camera.SetParallelProjection(self.orthographic.isChecked())
@@ -528,6 +562,13 @@ class ViewerPanel(QWidget):
             self._iso_actor = None
         self._add_isosurface()
         self.plotter.render()
+
+
+#: The density colour bar: short title on two lines, fixed font sizes (VTK otherwise scales the
+#: title to the bar's width and clips it at the window's right edge in narrow views).
+COLOUR_BAR = {"title": "density\n(Z/Å³)", "vertical": True, "position_x": 0.84, "position_y": 0.06, "height": 0.38,
+              "width": 0.07, "color": "black", "fmt": "%.2f", "n_labels": 4, "title_font_size": 14,
+              "label_font_size": 12, "unconstrained_font_size": True}
 
 
 def pv_spheres(centres: np.ndarray, radii: np.ndarray):

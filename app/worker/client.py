@@ -281,6 +281,13 @@ class WorkerClient:
         return self.submit(jobs.generate, progress=progress, on_items=on_items, settings=settings, base=base,
                            second=second)
 
+    async def refresh_models(self) -> dict:
+        """Ask the worker what it has loaded now (models load on first use); also sent to ``on_models``
+        listeners through :attr:`model_info`. Returns the description."""
+        info = await self.submit(jobs.describe_models)
+        self.model_info = info
+        return info
+
     async def encode_density(self, structure) -> dict:
         """Density map of a cubic structure (see ``jobs.encode_density``)."""
         return await self.submit(jobs.encode_density, structure=structure)

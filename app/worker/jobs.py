@@ -61,6 +61,12 @@ def load_models(context) -> dict:
 
 
 @runs_between_batches
+def describe_models(context) -> dict:
+    """What the worker has loaded by now (``WorkerModels.describe``); loads nothing."""
+    return context.models.describe()
+
+
+@runs_between_batches
 def read_files(context, paths: list[str]) -> list[dict]:
     """Read crystal files and folders (no prediction); entries are also streamed as items."""
     return _read(context, paths)
@@ -80,9 +86,38 @@ def read_and_predict(context, paths: list[str], predictor: str = "cgcnn") -> lis
     """
     entries = [e for e in _read(context, paths) if e["structure"] is not None]
     results = _predict_entries(context, entries, predictor)
+    structures = {e["source"]: e["structure"] for e in entries}
     for result in results:
         result["model"] = predictor
+        add_stability(context, result, structures[result["source"]])
     return results
+
+
+def hull_fields(context, composition, properties: dict | None) -> dict:
+    """``e_above_hull`` (eV/atom), ``decomposition`` and ``hull_error`` of one prediction, from its
+    predicted formation energy against the reference hull (as ``crystal-designer predict`` does)."""
+    from app.engine.stability.hull import HullResult
+
+    hull = context.models.hull
+    energy = (properties or {}).get("formation_energy_per_atom")
+    if hull is None:
+        result = HullResult(None, None, context.models.hull_error or "no reference hull in this installation")
+    elif energy is None:
+        result = HullResult(None, None, "no predicted formation energy")
+    else:
+        result = hull.e_above_hull(composition, float(energy))
+    return {"e_above_hull": result.e_above_hull, "decomposition": result.decomposition, "hull_error": result.error}
+
+
+def add_stability(context, result: dict, structure) -> None:
+    """Give a prediction result (and each of its orderings) its hull fields as ``stability``."""
+    ordering = result.get("ordering")
+    for choice in (ordering or {}).get("choices") or []:
+        choice["stability"] = hull_fields(context, choice["structure"].composition, choice["properties"])
+    if ordering and ordering.get("choices"):
+        result["stability"] = dict(ordering["choices"][ordering["chosen"]]["stability"])
+    else:
+        result["stability"] = hull_fields(context, structure.composition, result.get("properties"))
 
 
 def _predict_entries(context, entries: list[dict], name: str) -> list[dict]:
@@ -132,12 +167,14 @@ def _candidate_payload(candidate) -> dict:
         "n_sites": len(candidate.structure) if candidate.structure is not None else None,
         "structure": None, "cif": None, "density": None, "space_group": None,
         "relaxed_structure": None, "relaxed_cif": None, "stability": stability_record(candidate),
+        "latent": None,
     }
     if candidate.kept and candidate.structure is not None:
         from pymatgen.io.cif import CifWriter
 
         payload.update(structure=candidate.structure, cif=str(CifWriter(candidate.structure)),
-                       density=candidate.density, space_group=candidate.space_group)
+                       density=candidate.density, space_group=candidate.space_group,
+                       latent=getattr(candidate, "latent", None))
         if candidate.relaxed_structure is not None:
             payload.update(relaxed_structure=candidate.relaxed_structure,
                            relaxed_cif=str(CifWriter(candidate.relaxed_structure)))
@@ -185,6 +222,56 @@ def generate(context, settings, base=None, second=None) -> dict:
     pending.extend(_candidate_payload(candidate) for candidate in held)
     context.emit(pending)
     return {"funnel": dict(result.funnel), "sun": result.sun}
+
+
+_LATENT_MAP: dict = {}
+
+
+@runs_between_batches
+def latent_map(context, bases: list | None = None) -> dict:
+    """The shipped latent map and the latent means of ``bases`` projected onto it.
+
+    Parameters
+    ----------
+    bases : list of (str, pymatgen.core.Structure), optional
+        Named structures to place on the map (cubic, ≤ 40 sites; others get a reason).
+
+    Returns
+    -------
+    dict
+        ``points`` ((n, 2) float), ``formation_energy`` ((n,) eV/atom), ``validation`` ((n,) bool),
+        ``structure_class`` ((n,) int) and ``class_names``, ``explained_variance`` (2 floats),
+        ``mean`` and ``components`` (the projection, for candidates' latent vectors), ``stale``
+        (str or None: the generator's encoder differs from the one the map was made with) and
+        ``bases`` (one ``{"name", "point" ((2,) or None), "error"}`` each).
+
+    Raises
+    ------
+    ModelError
+        When the map is not shipped or cannot be read.
+    """
+    from app.engine.core.errors import CrystalDesignerError
+    from app.engine.core.registry import load_manifest
+    from app.engine.generation.latent_map import LatentMap
+
+    if "map" not in _LATENT_MAP:
+        _LATENT_MAP["map"] = LatentMap.load()
+    latent = _LATENT_MAP["map"]
+    encoder = load_manifest().get("density_vae", {}).get("sha256")
+    stale = None if encoder in (None, latent.encoder_sha256) else (
+        "The latent map was computed with another density_vae; rebuild it with "
+        "'crystal-designer train latent-map'.")
+    placed = []
+    for name, structure in bases or []:
+        try:
+            mu, _ = context.models.generator.encode_structure(structure)
+            placed.append({"name": name, "point": latent.project(mu)[0], "error": None})
+        except CrystalDesignerError as error:
+            placed.append({"name": name, "point": None, "error": str(error)})
+    return {"points": latent.points, "formation_energy": latent.formation_energy, "validation": latent.validation,
+            "structure_class": latent.structure_class, "class_names": list(latent.class_names),
+            "explained_variance": [float(x) for x in latent.explained_variance], "mean": latent.mean,
+            "components": latent.components, "stale": stale, "bases": placed}
 
 
 @runs_between_batches
@@ -262,6 +349,7 @@ def composition_structures(context, formulas: list[str], limit: int = 3) -> list
                                          f"{record['volume_per_atom']:.2f} Å³ (DING)."],
                             "error": None, "formula": formula, "space_group": space_group_label(structure),
                             "n_sites": len(structure), "properties": record["properties"],
-                            "prediction_error": record["error"]})
+                            "prediction_error": record["error"],
+                            "stability": hull_fields(context, structure.composition, record["properties"])})
         context.progress(done + 1, len(formulas), "placing compositions into prototypes")
     return entries

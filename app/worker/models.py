@@ -27,6 +27,8 @@ class WorkerModels:
         self._predictor = None
         self._other_predictors: dict[str, object] = {}
         self._generator = None
+        self._hull = None
+        self.hull_error: str | None = None
         self.predictor_error: str | None = None
         self.generator_error: str | None = None
         self._loaded = False
@@ -70,14 +72,35 @@ class WorkerModels:
             logger.warning("%s", self.generator_error)
 
     def describe(self) -> dict:
+        """What this worker has loaded so far (models load on first use, so this grows).
+
+        Returns
+        -------
+        dict
+            ``device``, ``versions`` ({loaded model: "created sha256-prefix"}), ``shipped`` (sorted
+            names of every manifest entry), ``predictor_error``, ``generator_error``, ``hull_error``
+            and ``decile_edges`` (9 floats in eV/atom, or None).
+        """
         versions = dict(self._predictor.versions) if self._predictor is not None else {}
+        for other in self._other_predictors.values():
+            versions.update(getattr(other, "versions", {}))
         edges = None
+        loaded = set()
         if self._generator is not None:
             edges = [float(x) for x in self._generator.decile_edges]
-            versions.update(self._generator_versions())
+            loaded |= {"density_vae", "segmentation_unet"}
+            if getattr(self._generator, "_structure_index", None) is not None:
+                loaded.add("structure_index")
+            if getattr(self._generator, "_hull", None) is not None:
+                loaded.add("reference_hull")
+        if self._hull is not None:
+            loaded.add("reference_hull")
+        manifest = self._manifest()
+        versions.update({name: self._version(manifest, name) for name in loaded})
         device = str(self._predictor.device) if self._predictor is not None else self._resolved_device()
-        return {"device": device, "versions": versions, "predictor_error": self.predictor_error,
-                "generator_error": self.generator_error, "decile_edges": edges}
+        return {"device": device, "versions": versions, "shipped": sorted(manifest),
+                "predictor_error": self.predictor_error, "generator_error": self.generator_error,
+                "hull_error": self.hull_error, "decile_edges": edges}
 
     def _resolved_device(self) -> str:
         from app.engine.core.devices import select_device
@@ -88,15 +111,18 @@ class WorkerModels:
             return self.device_preference
 
     @staticmethod
-    def _generator_versions() -> dict[str, str]:
+    def _manifest() -> dict:
         from app.engine.core.registry import load_manifest
 
         try:
-            manifest = load_manifest()
+            return load_manifest()
         except (CrystalDesignerError, OSError, ValueError):
             return {}
-        return {name: f"{manifest[name].get('created', '?')} {str(manifest[name].get('sha256', ''))[:8]}"
-                for name in ("density_vae", "segmentation_unet") if name in manifest}
+
+    @staticmethod
+    def _version(manifest: dict, name: str) -> str:
+        entry = manifest.get(name, {})
+        return f"{entry.get('created', '?')} {str(entry.get('sha256', ''))[:8]}"
 
     @property
     def predictor(self):
@@ -116,6 +142,20 @@ class WorkerModels:
 
             self._other_predictors[name] = predictor_for(name, device=self.device_preference)
         return self._other_predictors[name]
+
+    @property
+    def hull(self):
+        """The reference :class:`~app.engine.stability.hull.ReferenceHull` (loaded on first use; the
+        generator's own when it has one), or None when it cannot be loaded (:attr:`hull_error` says why)."""
+        if self._hull is None and self.hull_error is None:
+            from app.engine.stability.hull import ReferenceHull
+
+            try:
+                self._hull = self._generator.hull if self._generator is not None else ReferenceHull.load()
+            except CrystalDesignerError as error:
+                self.hull_error = f"no reference hull: {error}"
+                logger.warning("%s", self.hull_error)
+        return self._hull
 
     @property
     def generator(self):

@@ -85,6 +85,8 @@ class Candidate:
     hull_error: str | None = None
     novelty: object | None = None
     rejection: str | None = None
+    #: The sampled latent vector z (shape ``(latent,)``, float32) of kept candidates (the latent map).
+    latent: np.ndarray | None = None
 
 
 @dataclass
@@ -377,6 +379,8 @@ class CrystalGenerator:
                 prediction = next(predictions) if structure is not None else None
                 candidate = self._judge(index, structure, density, error, prediction, settings, base_formula,
                                         float(np.linalg.norm(chunk[offset] - reference)), unique_kept, funnel)
+                if candidate.kept:
+                    candidate.latent = chunk[offset].astype(np.float32)
                 candidates.append(candidate)
                 if on_candidate is not None:
                     on_candidate(candidate)

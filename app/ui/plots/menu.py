@@ -25,6 +25,7 @@ class PlotsMenu:
         for text, slot in (("Powder &XRD of the selected rows…", self.show_xrd),
                            ("Generation &funnel", self.show_funnel),
                            ("Candidate property &distributions", self.show_distributions),
+                           ("&Latent map", self.show_latent_map),
                            ("&Models…", self.show_models)):
             menu.addAction(text).triggered.connect(lambda _checked=False, s=slot: s())
         self.menu = menu
@@ -79,6 +80,17 @@ class PlotsMenu:
         plot = PropertyDistributionPlot()
         plot.draw(candidates, self.window.targets.windows(), getattr(self.window.generate_panel, "base", None))
         return self._keep(plot)
+
+    def show_latent_map(self):
+        """The training cells' latent map with the selected library rows (bases) and the kept candidates."""
+        from app.ui.plots.latent import LatentMapPlot
+
+        window = self.window
+        bases = [r for r in window.library.selected_records() if r.get_structure() is not None]
+        candidates = [r for r in window.model.records if r.is_candidate and r.kept]
+        plot = self._keep(LatentMapPlot())
+        plot.task = asyncio.ensure_future(plot.compute(window.client, bases, candidates))
+        return plot
 
     def show_models(self):
         from app.ui.plots.models import open_models_dialog

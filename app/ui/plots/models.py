@@ -7,7 +7,9 @@ from PySide6.QtWidgets import QHBoxLayout, QListWidget, QVBoxLayout, QWidget
 
 from app.ui.plots.canvas import PlotWidget
 
-NO_PARITY = "No parity data in the manifest; run `crystal-designer evaluate {name}` to record it."
+#: Shown for models whose manifest entry holds no ``metrics.parity_sample`` (predicted vs true pairs of
+#: validation rows): the evaluation commands have recorded MAEs only so far.
+NO_PARITY = "{name}: no parity sample recorded (the manifest holds its validation metrics only)."
 
 
 def model_rows(manifest: dict) -> list[tuple[str, dict]]:
@@ -25,10 +27,14 @@ def mae_text(entry: dict) -> str:
     for key, value in (metrics.get("validation_mae") or {}).items():
         if isinstance(value, (int, float)):
             lines.append(f"MAE {key}: {value:.4g} {units.get(key, '')}".rstrip())
-    for key in ("validation_mse", "lattice_mae_angstrom"):
-        if isinstance(metrics.get(key), (int, float)):
-            lines.append(f"{key}: {metrics[key]:.4g}")
-    return "\n".join(lines) or "no validation metrics recorded"
+    for key, value in metrics.items():
+        # Models without per-target MAEs (generator networks, indexes, the latent map): their own numbers.
+        if key not in ("validation_mae", "validation_count") and isinstance(value, (int, float)) \
+                and not isinstance(value, bool):
+            lines.append(f"{key}: {value:.4g}")
+    if isinstance(metrics.get("validation_count"), int):
+        lines.append(f"validation rows: {metrics['validation_count']:,}")
+    return "\n".join(dict.fromkeys(lines)) or "no validation metrics recorded"
 
 
 class ParityPlot(PlotWidget):
