@@ -75,6 +75,42 @@ N_SPECIES_FEATURES = 4
 # Standard cell
 # --------------------------------------------------------------------------------------------
 
+def primitive_cell(structure: Structure, symprec: float = 0.01) -> Structure:
+    """spglib's primitive standard cell (one ``standardize_cell`` call), or the structure itself
+    when spglib finds none or a larger one."""
+    import spglib
+
+    numbers = [site.specie.Z for site in structure]
+    cell = (structure.lattice.matrix, structure.frac_coords, numbers)
+    try:
+        found = spglib.standardize_cell(cell, to_primitive=True, no_idealize=False, symprec=symprec)
+    except Exception:  # spglib raises various errors on odd cells; keep the cell as given
+        found = None
+    if found is None or len(found[2]) > len(structure):
+        return structure
+    lattice, positions, types = found
+    return Structure(Lattice(lattice), [int(z) for z in types], positions)
+
+
+def crystal_system(structure: Structure, symprec: float = 0.1) -> str:
+    """Crystal system ("cubic", "hexagonal", …) of a structure, "unknown" if spglib finds none."""
+    import spglib
+
+    try:
+        dataset = spglib.get_symmetry_dataset((structure.lattice.matrix, structure.frac_coords,
+                                               [site.specie.Z for site in structure]), symprec=symprec)
+    except Exception:  # spglib raises various errors on odd cells
+        dataset = None
+    if dataset is None:
+        return "unknown"
+    number = dataset.number
+    for bound, name in ((2, "triclinic"), (15, "monoclinic"), (74, "orthorhombic"), (142, "tetragonal"),
+                        (167, "trigonal"), (194, "hexagonal"), (230, "cubic")):
+        if number <= bound:
+            return name
+    return "unknown"
+
+
 def standard_cell(structure: Structure, max_sites: int = MAX_SITES) -> Structure:
     """Primitive, Niggli-reduced cell with a heaviest-element site at the origin.
 
@@ -96,22 +132,13 @@ def standard_cell(structure: Structure, max_sites: int = MAX_SITES) -> Structure
         If the structure is empty or disordered, or its primitive cell has more than
         ``max_sites`` sites or an edge longer than :data:`MAX_LENGTH` Å.
     """
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
     if len(structure) == 0:
         raise StructureReadError("The structure has no atoms.")
     if not structure.is_ordered:
         raise StructureReadError(
             "The structure has partially occupied (disordered) sites; the density representation "
             "needs one element per site.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            primitive = SpacegroupAnalyzer(structure, symprec=0.01).get_primitive_standard_structure()
-    except Exception:  # spglib can fail on odd cells; pymatgen's own reduction is the fallback
-        primitive = structure.get_primitive_structure()
-    if len(primitive) > len(structure):  # spglib's cell is never meant to be larger
-        primitive = structure
+    primitive = primitive_cell(structure)
     if len(primitive) > max_sites:
         raise StructureReadError(
             f"{structure.composition.reduced_formula}: the primitive cell has {len(primitive)} sites; "
