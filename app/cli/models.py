@@ -15,13 +15,16 @@ POINTNET_MODEL = "pointnet"
 DING_MODEL = "ding"
 #: Not a network: the PCA latent map of the generator's training cells (needs density_vae).
 LATENT_MAP = "latent-map"
+#: The all-crystal-system generator (periodic_vae).
+PERIODIC_GENERATOR = "periodic-generator"
 
 
 def add_parser(commands, device_choices) -> None:
     from app.engine.training.recipes import RECIPE_NAMES
 
     train = commands.add_parser("train", help="retrain a model from ../shared/data (hours on CPU)")
-    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS + (POINTNET_MODEL, DING_MODEL, LATENT_MAP))
+    train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS + (POINTNET_MODEL, DING_MODEL, LATENT_MAP,
+                                                                         PERIODIC_GENERATOR))
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
     train.add_argument("--learning-rate", type=float, default=None, help="generator models, pointnet: peak learning rate")
@@ -29,10 +32,14 @@ def add_parser(commands, device_choices) -> None:
                        help="density_vae: weight of the species cross-entropy")
     train.add_argument("--continue", dest="continue_shipped", action="store_true",
                        help="density_vae, pointnet: start from the shipped weights with a new learning-rate cycle")
+    train.add_argument("--max-train", type=int, default=None, help="periodic-generator: fixed training subset size")
+    train.add_argument("--write-only", action="store_true",
+                       help="periodic-generator: write the best epoch of the checkpoint without training")
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="validation metrics of a shipped model")
-    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", "hull", POINTNET_MODEL, DING_MODEL))
+    evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", "hull", POINTNET_MODEL, DING_MODEL,
+                                                                PERIODIC_GENERATOR))
     evaluate.add_argument("--n-held-out", type=int, default=300, help="hull: held-out MP crystals")
     evaluate.add_argument("--n-relax", type=int, default=30, help="hull: held-out crystals also relaxed")
     evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
@@ -56,6 +63,15 @@ def run_train(args) -> int:
         from app.engine.training.latent_map import build_latent_map
 
         write_json(build_latent_map()["metrics"])
+        return 0
+    if args.name == PERIODIC_GENERATOR:
+        from app.engine.training.train_periodic_generator import train_periodic_generator
+
+        entry = train_periodic_generator(
+            fresh=args.fresh, max_train=args.max_train, write_only=args.write_only,
+            **({"epochs": args.epochs} if args.epochs else {}),
+            **({"learning_rate": args.learning_rate} if args.learning_rate else {}))
+        write_json({k: v for k, v in entry["metrics"].items()})
         return 0
     if args.name == DING_MODEL:
         from app.engine.training.train_ding import train_ding
@@ -88,6 +104,11 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
+    if args.name == PERIODIC_GENERATOR:
+        from app.engine.training.train_periodic_generator import evaluate_periodic_generator
+
+        write_json(evaluate_periodic_generator(n_per_set=args.n_reconstruct))
+        return 0
     if args.name == "hull":
         from app.engine.training.evaluate_hull import evaluate_hull
 
