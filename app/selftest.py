@@ -147,7 +147,28 @@ class _SelfTest:
         for candidate in result.kept:
             _check_values(candidate.properties)
         funnel = " > ".join(f"{key} {result.funnel[key]}" for key in FUNNEL_STAGE_KEYS)
-        return f"funnel: {funnel}; {self._segmentation_round_trip(structure)}"
+        return f"funnel: {funnel}; {self._segmentation_round_trip(structure)}; {self._non_cubic_base(generator, settings)}"
+
+    @staticmethod
+    def _non_cubic_base(generator, settings) -> str:
+        """A tetragonal base (rutile TiO2): its true periodic maps decode back to it, and the
+        periodic generator (when installed) generates around it."""
+        from pymatgen.core import Lattice, Structure
+
+        from app.engine.generation.periodic_density import encode, structure_from_maps, structure_matches
+
+        rutile = Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"],
+                                           [[0, 0, 0], [0.3053, 0.3053, 0]])
+        maps = encode(rutile)
+        decoded = structure_from_maps(maps.density, maps.species, maps.lattice)
+        if decoded is None or not structure_matches(decoded, rutile):
+            raise CheckFailed("the periodic maps of rutile TiO2 do not decode back to it")
+        if generator.periodic is None:
+            return "rutile periodic round trip ok (periodic generator not installed)"
+        result = generator.generate(settings, base=rutile)
+        if len(result.candidates) != GENERATE_COUNT:
+            raise CheckFailed(f"around rutile: {len(result.candidates)} of {GENERATE_COUNT} candidates came back")
+        return f"rutile periodic round trip ok, {result.funnel['decoded']} of {GENERATE_COUNT} decoded around it"
 
     @staticmethod
     def _segmentation_round_trip(structure) -> str:

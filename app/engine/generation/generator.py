@@ -1,5 +1,11 @@
 """Generating candidate crystals with the ICSG3D pipeline, and the funnel of filters after it.
 
+Two generators share the funnel: the paper's cubic model (``density_vae``, conventional cubic
+cells in a box with a margin) and the periodic model (``periodic_vae``, any crystal system: a
+periodic map over the primitive, Niggli-reduced cell, see :mod:`periodic_density`). Each base
+goes to the model that handles it (:meth:`CrystalGenerator.model_for`): cubic crystals to the
+cubic model while :data:`CUBIC_BASES_MODEL` says so, everything else to the periodic model.
+
 latent z (around a base, from the prior, or on a line between two bases) + condition decile
 → VAE decoder → density, coordinate channels and species labels → segmentation →
 pymatgen Structure → eight predicted properties → filters (paper Table 2).
@@ -55,6 +61,14 @@ PARALLEL_MIN_MAPS = 16
 #: (perov_5 and MP): 0.1 removed most extra sites without dropping real ones; 0.2 and more
 #: dropped real atoms of MP cells.
 MIN_BALL_FRACTION = 0.1
+
+#: Model names of :meth:`CrystalGenerator.model_for`.
+CUBIC, PERIODIC = "cubic", "periodic"
+#: The model cubic bases go to (when it can take them): the cubic model reconstructs perov_5
+#: better than the periodic one (see the ``periodic_vae`` card).
+CUBIC_BASES_MODEL = CUBIC
+#: Decoded periodic cells with an edge outside this range (Å) are rejected before peak finding.
+PLAUSIBLE_PERIODIC_LENGTH = (1.0, 40.0)
 
 @dataclass
 class Candidate:
@@ -155,8 +169,16 @@ class CrystalGenerator:
         Reference convex hull (default: the shipped one, loaded on first use).
     relax : callable, optional
         Relaxation function (default ``app.engine.stability.relax.relax_structures``).
+    prior : LatentPrior, optional
+        Where random-mode latents come from (``app.engine.generation.prior``); by default the
+        shipped VAE's aggregate-posterior prior when one ships, else N(0, I).
     decile_edges : sequence of 9 float, optional
         Formation-energy decile boundaries (eV/atom); read from the VAE's manifest by default.
+    periodic_vae : PeriodicVAE, optional
+        The all-crystal-system model; by default the shipped ``periodic_vae`` when the cubic VAE
+        is the shipped one too and the manifest has it (else none: only cubic bases).
+    periodic_decile_edges : sequence of 9 float, optional
+        Its decile edges (eV/atom); read from its manifest entry by default.
     segmentation_workers : int, optional
         Processes that segment decoded maps in parallel (default: CPU count, at most
         :data:`MAX_SEGMENTATION_WORKERS`; 1 = in this process). Started on the first batch of at
@@ -165,7 +187,8 @@ class CrystalGenerator:
 
     def __init__(self, device: str = "auto", folder: Path | None = None, vae=None, predictor=None,
                  training_index=None, decile_edges: Sequence[float] | None = None,
-                 segmentation_workers: int | None = None, structure_index=None, hull=None, relax=None):
+                 segmentation_workers: int | None = None, structure_index=None, hull=None, relax=None,
+                 prior=None, periodic_vae=None, periodic_decile_edges: Sequence[float] | None = None):
         import torch
 
         import app.engine.generation.voxel_models  # noqa: F401  (registers the "density_vae" kind)
@@ -175,14 +198,26 @@ class CrystalGenerator:
 
         self.device = select_device(device)
         self._torch = torch
+        shipped = vae is None
         if vae is None:  # the shipped (or ``folder``'s) VAE; see :meth:`from_models`
             vae, vae_entry = load_model("density_vae", folder)
             decile_edges = vae_entry["architecture"].get("decile_edges_eV_per_atom")
+            if prior is None:  # random mode samples the shipped aggregate-posterior prior, if any
+                prior = _shipped_prior("density_vae", folder, vae)
         if decile_edges is None or len(decile_edges) != 9:
             raise ModelError("The generator needs the 9 formation-energy decile edges of its VAE.")
         if not vae.config.species:
             raise ModelError("The generator's VAE has no species vocabulary.")
         self.vae = vae.to(self.device).eval()
+        if periodic_vae is None and shipped:
+            periodic_vae, periodic_decile_edges = _shipped_periodic(folder)
+        self.periodic = None if periodic_vae is None else periodic_vae.to(self.device).eval()
+        if self.periodic is not None and (periodic_decile_edges is None or len(periodic_decile_edges) != 9):
+            raise ModelError("The periodic generator needs the 9 formation-energy decile edges of its VAE.")
+        self.periodic_decile_edges = (None if self.periodic is None
+                                      else np.asarray(periodic_decile_edges, dtype=np.float64))
+        self.periodic_prior = _shipped_prior("periodic_vae", folder, self.periodic) if shipped else None
+        self.prior = prior
         self.decile_edges = np.asarray(decile_edges, dtype=np.float64)
         self.predictor = predictor or PropertyPredictor.from_models(folder, device=str(self.device))
         self.training_index = training_index
@@ -254,27 +289,84 @@ class CrystalGenerator:
         """Decile (0-9) of a formation energy per atom (eV/atom)."""
         return decile_of(formation_energy, self.decile_edges)
 
-    def encode_structure(self, structure) -> tuple[np.ndarray, int]:
-        """Latent mean μ (shape ``(latent,)``) and predicted-Ef decile of a cubic structure."""
-        from app.engine.properties.predictor import graph_for_prediction
-        from app.engine.generation.voxel_models import one_hot_condition
+    def model_for(self, structure) -> str:
+        """The model that takes this structure as a base: :data:`CUBIC` or :data:`PERIODIC`.
 
-        encoded = encode(structure)
-        inputs = np.concatenate([model_input(encoded), species_features(encoded.species)])
+        Cubic crystals (conventional cell ≤ 40 sites) go to :data:`CUBIC_BASES_MODEL`; any other
+        ordered crystal whose primitive cell has ≤ 20 sites goes to the periodic model.
+
+        Raises
+        ------
+        StructureReadError
+            If no available model takes it; the message names the limit (primitive reduction is
+            tried first).
+        """
+        from app.engine.generation.density import conventional_cubic_cell
+        from app.engine.generation.periodic_density import standard_cell
+
+        order = [CUBIC, PERIODIC] if CUBIC_BASES_MODEL == CUBIC else [PERIODIC, CUBIC]
+        errors = []
+        for model in order:
+            if model == PERIODIC and self.periodic is None:
+                continue
+            try:
+                conventional_cubic_cell(structure) if model == CUBIC else standard_cell(structure)
+                return model
+            except StructureReadError as error:
+                errors.append(error)
+        if self.periodic is None or len(errors) == 1:
+            raise errors[0]
+        # Both refused: the periodic model's reason (site limit, disorder) is the general one.
+        raise errors[order.index(PERIODIC)]
+
+    def latent_dim(self, model: str = CUBIC) -> int:
+        """Latent size of a model."""
+        return (self.periodic if model == PERIODIC else self.vae).config.latent_dim
+
+    def edges_of(self, model: str = CUBIC) -> np.ndarray:
+        """Formation-energy decile edges (eV/atom) of a model."""
+        return self.periodic_decile_edges if model == PERIODIC else self.decile_edges
+
+    def decile_of(self, formation_energy: float, model: str = CUBIC) -> int:
+        """Decile (0-9) of a formation energy per atom (eV/atom) for a model."""
+        return decile_of(formation_energy, self.edges_of(model))
+
+    def encode_structure(self, structure, model: str = CUBIC) -> tuple[np.ndarray, int]:
+        """Latent mean μ (shape ``(latent,)``) and predicted-Ef decile of a structure in a model's
+        latent space (:data:`CUBIC`, the default, or :data:`PERIODIC`; :meth:`model_for` picks one).
+        """
+        from app.engine.properties.predictor import graph_for_prediction
+
+        torch = self._torch
+        if model == PERIODIC:
+            from app.engine.generation.periodic_density import encode as periodic_encode, encoder_input
+            from app.engine.generation.periodic_model import one_hot_condition as periodic_condition
+
+            encoded = periodic_encode(structure)
+            inputs = encoder_input(encoded.density, encoded.species)
+            network, condition = self.periodic, periodic_condition
+        else:
+            from app.engine.generation.voxel_models import one_hot_condition as condition
+
+            encoded = encode(structure)
+            inputs = np.concatenate([model_input(encoded), species_features(encoded.species)])
+            network = self.vae
         formation = float(self.predictor.predict_graphs([graph_for_prediction(encoded.structure)])
                           ["formation_energy"][0, 0])
-        decile = self.decile_of(formation)
-        torch = self._torch
+        decile = self.decile_of(formation, model)
         with torch.inference_mode():
             maps = torch.from_numpy(inputs)[None].to(self.device)
-            mu, _ = self.vae.encode(maps, one_hot_condition(torch.tensor([decile]), self.vae.config.n_conditions)
-                                    .to(self.device))
+            mu, _ = network.encode(maps, condition(torch.tensor([decile]), network.config.n_conditions)
+                                   .to(self.device))
         return mu[0].float().cpu().numpy(), decile
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def decode_latents(self, z: np.ndarray, decile: int) -> list[tuple[object | None, np.ndarray, str | None]]:
-        """Decode latent vectors (shape ``(n, latent)``) to ``(structure or None, density, error)``."""
+    def decode_latents(self, z: np.ndarray, decile: int, model: str = CUBIC
+                       ) -> list[tuple[object | None, np.ndarray, str | None]]:
+        """Decode latent vectors (shape ``(n, latent)``) of a model to ``(structure or None, density, error)``."""
+        if model == PERIODIC:
+            return self._decode_periodic(z, decile)
         from app.engine.generation.voxel_models import one_hot_condition, species_from_logits, upsample_species
 
         torch = self._torch
@@ -305,21 +397,51 @@ class CrystalGenerator:
             out[n] = (structure, job[0], error)
         return out
 
+    def _decode_periodic(self, z: np.ndarray, decile: int) -> list[tuple[object | None, np.ndarray, str | None]]:
+        from app.engine.generation.periodic_density import params_to_lattice, structure_from_maps
+        from app.engine.generation.periodic_model import decode_latent
+
+        density, species, lattice = decode_latent(self.periodic, z, np.full(len(z), decile))
+        out = []
+        low, high = PLAUSIBLE_PERIODIC_LENGTH
+        for d, labels, params in zip(density, species, lattice):
+            lengths = np.exp(params[:3])
+            if not np.all((lengths >= low) & (lengths <= high)):
+                out.append((None, d, f"The decoded cell edges ({', '.join(f'{x:.3g}' for x in lengths)} Å) are "
+                                     f"outside the plausible range {low:g}–{high:g} Å."))
+                continue
+            try:
+                structure = structure_from_maps(d, labels, params)
+            except ValueError as error:  # a degenerate decoded cell
+                out.append((None, d, f"The decoded cell is not a crystal: {error}"))
+                continue
+            if structure is None:
+                out.append((None, d, f"No atom was found in the decoded map (cell {params_to_lattice(params).abc})."))
+            else:
+                out.append((structure, d, None))
+        return out
+
     def reconstruct(self, structure):
-        """Encode (z = μ, condition = the structure's predicted-Ef decile) and decode again."""
-        mu, decile = self.encode_structure(structure)
-        decoded, _, error = self.decode_latents(mu[None], decile)[0]
+        """Encode (z = μ, condition = the structure's predicted-Ef decile) and decode again, with
+        the model :meth:`model_for` picks."""
+        model = self.model_for(structure)
+        mu, decile = self.encode_structure(structure, model)
+        decoded, _, error = self.decode_latents(mu[None], decile, model)[0]
         if decoded is None:
             raise StructureReadError(error or "The reconstruction produced no crystal.")
         return decoded
 
     # -- generation --------------------------------------------------------------------------
 
-    def _latents(self, settings: GenerationSettings, rng: np.random.Generator, base_mu, second_mu) -> np.ndarray:
-        latent = self.vae.config.latent_dim
+    def _latents(self, settings: GenerationSettings, rng: np.random.Generator, base_mu, second_mu,
+                 decile: int | None = None, model: str = CUBIC) -> np.ndarray:
+        latent = self.latent_dim(model)
         if settings.mode == "around":
             return base_mu[None] + settings.sigma * rng.standard_normal((settings.count, latent))
         if settings.mode == "random":
+            prior = self.periodic_prior if model == PERIODIC else self.prior
+            if prior is not None:
+                return prior.sample(settings.count, rng, condition=decile)
             return rng.standard_normal((settings.count, latent))
         t = np.linspace(0.0, 1.0, settings.count)[:, None]
         return (1 - t) * base_mu[None] + t * second_mu[None] + settings.sigma * rng.standard_normal(
@@ -327,7 +449,8 @@ class CrystalGenerator:
 
     def generate(self, settings: GenerationSettings, base=None, second=None,
                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                 on_candidate: Callable[[Candidate], None] | None = None) -> GenerationResult:
+                 on_candidate: Callable[[Candidate], None] | None = None,
+                 model: str | None = None) -> GenerationResult:
         """Generate and filter candidates.
 
         Parameters
@@ -340,6 +463,9 @@ class CrystalGenerator:
             Checked between batches; raises :class:`CancelledError`.
         on_candidate : callable, optional
             Called with every candidate as soon as it is filtered (streaming).
+        model : str, optional
+            :data:`CUBIC` or :data:`PERIODIC`; by default the model :meth:`model_for` picks for
+            the base (both end points for interpolation), the cubic one without a base.
 
         Returns
         -------
@@ -354,13 +480,16 @@ class CrystalGenerator:
         rng = np.random.default_rng(settings.seed)
         base_mu = second_mu = base_decile = None
         base_formula = None
+        model = model or self._model_for_bases(base, second)
+        if model == PERIODIC and self.periodic is None:
+            raise ModelError("The periodic generator (periodic_vae) is not installed.")
         if base is not None:
-            base_mu, base_decile = self.encode_structure(base)
+            base_mu, base_decile = self.encode_structure(base, model)
             base_formula = base.composition.reduced_formula
         if second is not None:
-            second_mu, _ = self.encode_structure(second)
-        decile = settings.condition_decile(self.decile_edges, base_decile)
-        latents = self._latents(settings, rng, base_mu, second_mu)
+            second_mu, _ = self.encode_structure(second, model)
+        decile = settings.condition_decile(self.edges_of(model), base_decile)
+        latents = self._latents(settings, rng, base_mu, second_mu, decile, model)
         reference = base_mu if base_mu is not None else np.zeros(latents.shape[1])
 
         funnel = dict.fromkeys(FUNNEL_STAGE_KEYS, 0)
@@ -371,7 +500,7 @@ class CrystalGenerator:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             chunk = latents[start:start + settings.batch_size]
-            decoded = self.decode_latents(chunk, decile)
+            decoded = self._decode_periodic(chunk, decile) if model == PERIODIC else self.decode_latents(chunk, decile)
             structures = [s for s, _, _ in decoded if s is not None]
             predictions = iter(self.predictor.predict(structures)) if structures else iter(())
             for offset, (structure, density, error) in enumerate(decoded):
@@ -387,6 +516,21 @@ class CrystalGenerator:
             if progress is not None:
                 progress(min(start + settings.batch_size, total), total, f"{funnel['unique']} kept")
         return GenerationResult(candidates, funnel, self._assess(candidates, funnel, settings, base, progress, cancel))
+
+    def _model_for_bases(self, base, second) -> str:
+        """One model for both end points: the base's, or the periodic one if they differ."""
+        if base is None:
+            return CUBIC
+        model = self.model_for(base)
+        if second is not None and self.model_for(second) != model:
+            from app.engine.generation.periodic_density import standard_cell
+
+            if self.periodic is None:
+                raise CrystalDesignerError("Both end points of an interpolation must be taken by the same model.")
+            standard_cell(base)
+            standard_cell(second)
+            return PERIODIC
+        return model
 
     def _assess(self, candidates, funnel, settings, base, progress, cancel) -> int:
         """The relaxation, hull and novelty stages (``assessment``); returns the S.U.N. count."""
@@ -449,3 +593,25 @@ class CrystalGenerator:
         from pymatgen.analysis.structure_matcher import StructureMatcher
 
         return StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10, scale=False).fit(a, b)
+
+
+def _shipped_periodic(folder: Path | None):
+    """The shipped periodic VAE and its decile edges, or (None, None) if the manifest has none."""
+    import app.engine.generation.periodic_model  # noqa: F401  (registers the "periodic_vae" kind)
+    from app.engine.core.registry import load_manifest, load_model
+
+    if "periodic_vae" not in load_manifest(folder):
+        return None, None
+    model, entry = load_model("periodic_vae", folder)
+    return model, entry["architecture"].get("decile_edges_eV_per_atom")
+
+
+def _shipped_prior(name: str, folder: Path | None, model):
+    """The shipped latent prior of a model, or None (no model, no prior, or no prior module)."""
+    if model is None:
+        return None
+    try:
+        from app.engine.generation.prior import load_prior
+    except ImportError:
+        return None
+    return load_prior(name, folder, model.config.latent_dim)

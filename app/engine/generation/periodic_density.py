@@ -297,10 +297,12 @@ def species_feature_table() -> np.ndarray:
     global _FEATURE_TABLE
     if _FEATURE_TABLE is None:
         table = np.zeros((256, N_SPECIES_FEATURES), dtype=np.float32)
-        for z in range(1, 119):
-            element = Element.from_Z(z)
-            chi = element.X if element.X == element.X else 0.0
-            table[z] = (z / 100.0, element.row / 7.0, element.group / 18.0, chi / 4.0)
+        with warnings.catch_warnings():  # pymatgen warns for every element without a Pauling value
+            warnings.simplefilter("ignore")
+            for z in range(1, 119):
+                element = Element.from_Z(z)
+                chi = element.X if element.X == element.X else 0.0
+                table[z] = (z / 100.0, element.row / 7.0, element.group / 18.0, chi / 4.0)
         _FEATURE_TABLE = table
     return _FEATURE_TABLE
 
