@@ -4,12 +4,17 @@ Reconstruction (z = μ, condition = predicted-Ef decile): StructureMatcher match
 (stol 0.5, ltol 0.3, angle_tol 10), lattice-length MAE (Å), mean site-position error of matched
 structures (Å), mean |Δ number of sites|, reported separately for perov_5 and MP cubic cells.
 Sampling: structural validity (all distances > 0.5 Å) and compositional validity (charge
-balance) of random samples from the prior, and the filter funnel around a few bases.
+balance; SMACT as CDVAE) of random samples from the prior (the shipped aggregate-posterior
+prior, else N(0, I)), their coverage of the perov_5 cells by the CDVAE protocol
+(``coverage``), and the filter funnel around a few bases. The all-crystal-system
+``periodic_vae``, where it ships, is measured the same way per set and around one
+tetragonal, hexagonal and orthorhombic base.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 
@@ -71,35 +76,132 @@ def evaluate_reconstruction(generator: CrystalGenerator, structures, batch: int 
     }
 
 
-def evaluate_sampling(generator: CrystalGenerator, count: int = 1000, seed: int = 0) -> dict:
-    """Validity of ``count`` random samples from the prior (condition deciles cycled 0-9)."""
-    structural = compositional = decoded = 0
-    per_decile = max(count // 10, 1)
-    for decile in range(10):
-        z = np.random.default_rng(seed + decile).standard_normal((per_decile, generator.vae.config.latent_dim))
-        for structure, _, _ in generator.decode_latents(z, decile):
-            if structure is None:
-                continue
-            decoded += 1
-            structural += minimum_distance_ok(structure, 0.5)
-            compositional += charge_balanced(structure.composition.reduced_formula)
-    n = per_decile * 10
-    return {"count": n, "decoded": decoded / n, "structural_validity": structural / n,
-            "compositional_validity": compositional / n}
+def _deciles_cycled(count: int, n_conditions: int = 10) -> list[tuple[int, int]]:
+    """``(decile, samples)`` pairs spreading ``count`` samples over the deciles (as equal as possible)."""
+    base, extra = divmod(count, n_conditions)
+    return [(d, base + (d < extra)) for d in range(n_conditions) if base + (d < extra)]
 
 
-def evaluate_generator(n_reconstruct: int = 300, n_samples: int = 1000, n_bases: int = 3, n_around: int = 200) -> dict:
+def evaluate_sampling(generator: CrystalGenerator, count: int = 1000, seed: int = 0, prior=None,
+                      keep_structures: bool = False) -> dict:
+    """Validity of ``count`` random samples (condition deciles cycled 0-9).
+
+    Parameters
+    ----------
+    prior : LatentPrior or "standard_normal", optional
+        Where the latents come from: the given prior, N(0, I) (``"standard_normal"``), or by
+        default what the generator's random mode uses (its shipped prior, else N(0, I)).
+    keep_structures : bool
+        Also return the decoded crystals (None where none was decoded) under ``"structures"``.
+
+    Returns
+    -------
+    dict
+        ``count``, ``decoded``, ``structural_validity`` (all periodic distances > 0.5 Å),
+        ``compositional_validity`` (charge balanced, of all samples), ``balanced_among_valid``,
+        ``smact_validity`` (CDVAE's SMACT test, of all samples), ``sampler``, ``seconds``.
+    """
+    from app.engine.training.coverage import smact_valid
+
+    began = time.perf_counter()
+    if prior is None:
+        prior = generator.prior if generator.prior is not None else "standard_normal"
+    structures: list = []
+    latent = generator.vae.config.latent_dim
+    for decile, n in _deciles_cycled(count, generator.vae.config.n_conditions):
+        rng = np.random.default_rng(seed + decile)
+        z = rng.standard_normal((n, latent)) if isinstance(prior, str) else prior.sample(n, rng, condition=decile)
+        structures += [structure for structure, _, _ in generator.decode_latents(z, decile)]
+    decoded = [s for s in structures if s is not None]
+    valid = [s for s in decoded if minimum_distance_ok(s, 0.5)]
+    balanced = sum(charge_balanced(s.composition.reduced_formula) for s in decoded)
+    balanced_valid = sum(charge_balanced(s.composition.reduced_formula) for s in valid)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        smact = sum(smact_valid(s.composition) for s in decoded)
+    n = max(len(structures), 1)
+    report = {"count": len(structures), "sampler": "N(0, I)" if isinstance(prior, str) else "aggregate-posterior prior",
+              "decoded": len(decoded) / n, "structural_validity": len(valid) / n,
+              "compositional_validity": balanced / n, "balanced_among_valid": balanced_valid / max(len(valid), 1),
+              "smact_validity": smact / n, "seconds": round(time.perf_counter() - began, 1)}
+    if keep_structures:
+        report["structures"] = structures
+    return report
+
+
+def load_average() -> float:
+    """One-minute load average of this machine (figures measured under load say so)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def compare_samplers(prior, count: int = 1000, generator: CrystalGenerator | None = None, seed: int = 0) -> dict:
+    """Random-sample validity from N(0, I) and from ``prior``, ``count`` samples each (same seeds)."""
+    own = generator is None
+    generator = generator or CrystalGenerator.from_models(device="cpu")
+    try:
+        report = {"standard_normal": evaluate_sampling(generator, count, seed, prior="standard_normal"),
+                  "prior": evaluate_sampling(generator, count, seed, prior=prior)}
+        report["load_average"] = load_average()
+        return report
+    finally:
+        if own:
+            generator.close()
+
+
+def evaluate_coverage(structures, reference_path=None, cutoffs=None) -> dict:
+    """COV-R / COV-P of generated crystals against the perov_5 reference cells (CDVAE protocol).
+
+    The reference is the shared perov_5 ``val`` file (the official CDVAE test split is held
+    back): all of its cells, and separately the cells of the generator's own validation split
+    (the other ~90 % were training cells of the VAE).
+    """
+    from app.engine.training.coverage import (CDVAE_CUTOFFS, PUBLISHED_PEROV5_COVERAGE, coverage,
+                                              fingerprint_structures, perov5_reference_path,
+                                              reference_fingerprints, training_composition_scaler)
+    from app.engine.training.datasets import is_validation
+
+    struct_cutoff, comp_cutoff = cutoffs or CDVAE_CUTOFFS["perov_5"]
+    began = time.perf_counter()
+    ids, reference = reference_fingerprints(reference_path)
+    reference_seconds = time.perf_counter() - began
+    scaler = training_composition_scaler()
+    began = time.perf_counter()
+    generated = fingerprint_structures(list(structures))
+    fingerprint_seconds = time.perf_counter() - began
+    held_out = np.array([is_validation(str(i)) for i in ids])
+    path = reference_path or perov5_reference_path()
+    report = {
+        "reference": f"{path.name} of perov_5 (shared data; CDVAE's test split is held back)",
+        "cutoffs": {"structure": struct_cutoff, "composition": comp_cutoff},
+        "composition_scaler": "Magpie features standardised over 4,000 training formulas of the structure index",
+        "all_reference_cells": coverage(generated, reference, scaler, struct_cutoff, comp_cutoff),
+        "held_out_reference_cells": coverage(generated, reference.subset(held_out), scaler, struct_cutoff,
+                                             comp_cutoff),
+        "samples": len(generated),
+        "fingerprint_seconds": round(fingerprint_seconds, 1),
+        "reference_seconds": round(reference_seconds, 1),
+        "load_average": load_average(),
+        "published_perov_5_cov_r_cov_p_percent": PUBLISHED_PEROV5_COVERAGE,
+    }
+    return report
+
+
+def evaluate_generator(n_reconstruct: int = 300, n_samples: int = 1000, n_bases: int = 3, n_around: int = 200,
+                       coverage_samples: int | None = None) -> dict:
     """All generator metrics on the validation split (see module docstring)."""
     began = time.perf_counter()
     generator = CrystalGenerator.from_models(device="cpu")
     try:
-        return _evaluate(generator, n_reconstruct, n_samples, n_bases, n_around, began)
+        report = _evaluate(generator, n_reconstruct, n_samples, n_bases, n_around, began, coverage_samples)
     finally:
         generator.close()
+    report["periodic"] = evaluate_periodic(n_reconstruct, n_samples, n_around)
+    report["seconds"] = time.perf_counter() - began
+    return report
 
 
 def _evaluate(generator: CrystalGenerator, n_reconstruct: int, n_samples: int, n_bases: int, n_around: int,
-              began: float) -> dict:
+              began: float, coverage_samples: int | None = None) -> dict:
     from pymatgen.core import Structure
 
     from app.engine.training.generator_data import load_voxel_dataset
@@ -115,7 +217,13 @@ def _evaluate(generator: CrystalGenerator, n_reconstruct: int, n_samples: int, n
         structures = [Structure.from_dict(dataset.structures[r]) for r in rows]
         report["reconstruction"][label] = evaluate_reconstruction(generator, structures)
         logger.info("%s: %s", label, report["reconstruction"][label])
-    report["random_samples"] = evaluate_sampling(generator, n_samples)
+    sampling = evaluate_sampling(generator, n_samples, keep_structures=True)
+    samples = sampling.pop("structures")
+    report["random_samples"] = sampling
+    report["random_samples"]["load_average"] = load_average()
+    logger.info("random samples: %s", sampling)
+    coverage_samples = n_samples if coverage_samples is None else coverage_samples
+    report["coverage"] = evaluate_coverage(samples[:coverage_samples]) if coverage_samples else "not measured"
     report["around_base"] = {}
     for r in rng.permutation(val_rows)[:n_bases]:
         base = Structure.from_dict(dataset.structures[r])
@@ -124,6 +232,138 @@ def _evaluate(generator: CrystalGenerator, n_reconstruct: int, n_samples: int, n
         report["around_base"][base.composition.reduced_formula] = {"funnel": result.funnel, "validity": valid}
     report["seconds"] = time.perf_counter() - began
     return report
+
+
+# -- the all-crystal-system (periodic) model -------------------------------------------------------
+
+PERIODIC_NAME = "periodic_vae"
+#: Crystal systems of the non-cubic bases around which the periodic model generates.
+NON_CUBIC_BASE_SYSTEMS = ("tetragonal", "hexagonal", "orthorhombic")
+
+
+def evaluate_periodic(n_reconstruct: int = 300, n_samples: int = 1000, n_around: int = 200, sigma: float = 0.5,
+                      folder=None) -> dict:
+    """Reconstruction per set, random-sample validity (its prior, where one ships) and validity
+    around one validation base of each non-cubic system, for the shipped ``periodic_vae``;
+    ``{"available": False, "reason": …}`` when this installation has none."""
+    from app.engine.core.errors import ModelError
+    from app.engine.core.registry import load_manifest
+
+    if PERIODIC_NAME not in load_manifest(folder):
+        return {"available": False, "reason": f"no '{PERIODIC_NAME}' model in the manifest"}
+    try:
+        import app.engine.generation.periodic_model as periodic
+        from app.engine.core.registry import load_model
+        from app.engine.generation.prior import load_prior
+        from app.engine.training import train_periodic_generator as training
+
+        model, entry = load_model(PERIODIC_NAME, folder)
+        prior = load_prior(PERIODIC_NAME, folder, model.config.latent_dim)
+    except (ImportError, ModelError) as error:
+        return {"available": False, "reason": str(error)}
+    dataset = training.load_periodic_dataset()
+    _, val_rows = training.split(dataset)
+    deciles = np.searchsorted(np.asarray(entry["architecture"]["decile_edges_eV_per_atom"]), dataset.formation)
+    report: dict = {"available": True, "reconstruction": {}}
+    for name, rows in training.evaluation_sets(dataset, val_rows).items():
+        rows = rows[np.random.default_rng(0).permutation(len(rows))[:n_reconstruct]]
+        report["reconstruction"][name] = training.evaluate_reconstruction(model, dataset, rows, deciles)
+    began = time.perf_counter()
+    structures = []
+    for decile, n in _deciles_cycled(n_samples, model.config.n_conditions):
+        rng = np.random.default_rng(decile)
+        z = (prior.sample(n, rng, condition=decile) if prior is not None
+             else periodic.sample_prior(model, n, [decile] * n, rng))
+        structures += periodic.structures_from_decoded(*periodic.decode_latent(model, z, [decile] * n))
+    report["random_samples"] = _validity_of(structures, time.perf_counter() - began)
+    report["random_samples"]["sampler"] = "aggregate-posterior prior" if prior is not None else "N(0, I)"
+    report["around_base"] = {}
+    for system in NON_CUBIC_BASE_SYSTEMS:
+        rows = val_rows[(dataset.systems[val_rows] == system) & (dataset.sources[val_rows] == "mp_eform_gap")]
+        if len(rows) == 0:
+            report["around_base"][system] = "no validation base of this system"
+            continue
+        row = int(rows[np.random.default_rng(0).integers(len(rows))])
+        density = np.asarray(dataset.density[[row]], dtype=np.float32)
+        mu, _ = periodic.encode_maps(model, density, np.asarray(dataset.species[[row]]), deciles[[row]])
+        z = mu[0][None] + sigma * np.random.default_rng(1).standard_normal((n_around, mu.shape[1]))
+        began = time.perf_counter()
+        decoded = periodic.structures_from_decoded(*periodic.decode_latent(model, z, [int(deciles[row])] * n_around))
+        base_formula = training._true_structure(dataset, row).composition.reduced_formula
+        report["around_base"][system] = {"base": f"{base_formula} ({dataset.ids[row]})", "sigma": sigma,
+                                         **_validity_of(decoded, time.perf_counter() - began)}
+    return report
+
+
+def _validity_of(structures, seconds: float) -> dict:
+    decoded = [s for s in structures if s is not None]
+    valid = [s for s in decoded if minimum_distance_ok(s, 0.5)]
+    n = max(len(structures), 1)
+    return {"count": len(structures), "decoded": len(decoded) / n, "structural_validity": len(valid) / n,
+            "compositional_validity": sum(charge_balanced(s.composition.reduced_formula) for s in decoded) / n,
+            "balanced_among_valid": (sum(charge_balanced(s.composition.reduced_formula) for s in valid)
+                                     / max(len(valid), 1)),
+            "seconds": round(seconds, 1), "load_average": load_average()}
+
+
+#: Published perov_5 figures the report is printed beside.
+PUBLISHED = {"ICSG3D": {"cov_r": 73.9, "cov_p": 10.1, "structural_validity": 73.6, "compositional_validity": 82.95},
+             "DiffCSP": {"cov_r": 99.7, "cov_p": 98.3, "structural_validity": 100.0, "compositional_validity": 98.85}}
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def format_generator_report(report: dict) -> str:
+    """The evaluation report as a short text table (per set, sampling, coverage, around bases)."""
+    lines = ["Reconstruction (validation cells; StructureMatcher stol 0.5, ltol 0.3, angle 10°)",
+             f"  {'set':<24}{'model':<14}{'cells':>6}{'match':>10}{'lattice MAE Å':>15}{'valid':>10}"]
+    for name, r in report.get("reconstruction", {}).items():
+        lines.append(f"  {name:<24}{'density_vae':<14}{r['count']:>6}{_percent(r['match_rate']):>10}"
+                     f"{r['lattice_mae_angstrom'] or float('nan'):>15.3f}{'':>10}")
+    periodic = report.get("periodic", {})
+    if periodic.get("available"):
+        for name, r in periodic["reconstruction"].items():
+            lines.append(f"  {name:<24}{'periodic_vae':<14}{r['cells']:>6}{_percent(r['match_rate']):>10}"
+                         f"{r['lattice_length_mae_angstrom']:>15.3f}{_percent(r['validity_rate']):>10}")
+    else:
+        lines.append(f"  MP non-cubic: not available ({periodic.get('reason', 'not evaluated')})")
+    lines += ["", "Random samples (structurally valid = all periodic distances > 0.5 Å)"]
+    samples = [("density_vae", report.get("random_samples"))]
+    if periodic.get("available"):
+        samples.append(("periodic_vae", periodic.get("random_samples")))
+    for name, r in samples:
+        if r:
+            lines.append(f"  {name}: {r['count']} samples from {r.get('sampler', '?')}: structurally valid "
+                         f"{_percent(r['structural_validity'])}, charge balanced {_percent(r['compositional_validity'])}"
+                         f" (among valid {_percent(r.get('balanced_among_valid'))})")
+    lines.append(f"  published perov_5: ICSG3D {PUBLISHED['ICSG3D']['structural_validity']} / "
+                 f"{PUBLISHED['ICSG3D']['compositional_validity']} %, DiffCSP {PUBLISHED['DiffCSP']['structural_validity']}"
+                 f" / {PUBLISHED['DiffCSP']['compositional_validity']} %")
+    coverage = report.get("coverage")
+    lines += ["", "Coverage of perov_5 (CDVAE protocol)"]
+    if isinstance(coverage, dict):
+        cut = coverage["cutoffs"]
+        for label in ("all_reference_cells", "held_out_reference_cells"):
+            c = coverage[label]
+            lines.append(f"  {coverage['samples']} samples vs {c['reference_count']} {label.replace('_', ' ')} "
+                         f"(cutoffs {cut['structure']} / {cut['composition']}): COV-R {_percent(c['cov_recall'])}, "
+                         f"COV-P {_percent(c['cov_precision'])}")
+        lines.append(f"  published: ICSG3D {PUBLISHED['ICSG3D']['cov_r']} / {PUBLISHED['ICSG3D']['cov_p']} %, "
+                     f"DiffCSP {PUBLISHED['DiffCSP']['cov_r']} / {PUBLISHED['DiffCSP']['cov_p']} % (10,000 samples)")
+    else:
+        lines.append(f"  {coverage}")
+    lines += ["", "Validity around bases"]
+    for formula, r in report.get("around_base", {}).items():
+        lines.append(f"  density_vae around {formula}: {_percent(r['validity'])}")
+    if periodic.get("available"):
+        for system, r in periodic["around_base"].items():
+            lines.append(f"  periodic_vae around a {system} base: "
+                         + (r if isinstance(r, str) else f"{r['base']}: {_percent(r['structural_validity'])}"))
+    else:
+        lines.append("  around non-cubic bases (tetragonal, hexagonal, orthorhombic): not available")
+    return "\n".join(lines) + "\n"
 
 
 def record_generator_metrics(report: dict, command: str, folder=None) -> None:
