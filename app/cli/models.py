@@ -17,6 +17,8 @@ DING_MODEL = "ding"
 LATENT_MAP = "latent-map"
 #: The all-crystal-system generator (periodic_vae).
 PERIODIC_GENERATOR = "periodic-generator"
+#: Not a network: a latent model's aggregate-posterior prior (``--model``; needs that model).
+PRIOR = "prior"
 
 
 def add_parser(commands, device_choices) -> None:
@@ -24,7 +26,7 @@ def add_parser(commands, device_choices) -> None:
 
     train = commands.add_parser("train", help="retrain a model from ../shared/data (hours on CPU)")
     train.add_argument("name", choices=RECIPE_NAMES + GENERATOR_MODELS + (POINTNET_MODEL, DING_MODEL, LATENT_MAP,
-                                                                         PERIODIC_GENERATOR))
+                                                                         PERIODIC_GENERATOR, PRIOR))
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
     train.add_argument("--learning-rate", type=float, default=None, help="generator models, pointnet: peak learning rate")
@@ -35,6 +37,10 @@ def add_parser(commands, device_choices) -> None:
     train.add_argument("--max-train", type=int, default=None, help="periodic-generator: fixed training subset size")
     train.add_argument("--write-only", action="store_true",
                        help="periodic-generator: write the best epoch of the checkpoint without training")
+    train.add_argument("--model", default="density_vae", help="prior: the latent model (density_vae, periodic_vae)")
+    train.add_argument("--components", type=int, default=16, help="prior: mixture components per condition decile")
+    train.add_argument("--n-check", type=int, default=1000,
+                       help="prior: random samples decoded with and without the prior to measure validity (0: none)")
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="validation metrics of a shipped model")
@@ -52,6 +58,9 @@ def add_parser(commands, device_choices) -> None:
     evaluate.add_argument("--sigma", type=float, default=None, help="generator --stability: latent spread")
     evaluate.add_argument("--record", action="store_true",
                           help="generator, pointnet: store the metrics in the manifest entry and model card")
+    evaluate.add_argument("--n-coverage", type=int, default=None,
+                          help="generator: random samples fingerprinted for COV-R/COV-P (default --n-samples; 0: skip)")
+    evaluate.add_argument("--format", choices=("json", "text"), default="json", help="generator: output format")
     evaluate.set_defaults(handler=run_evaluate)
 
     index = commands.add_parser("build-index", help="rebuild models/ training indexes and element references")
@@ -59,6 +68,11 @@ def add_parser(commands, device_choices) -> None:
 
 
 def run_train(args) -> int:
+    if args.name == PRIOR:
+        from app.engine.training.fit_prior import train_prior
+
+        write_json(train_prior(args.model, n_components=args.components, n_check=args.n_check)["metrics"])
+        return 0
     if args.name == LATENT_MAP:
         from app.engine.training.latent_map import build_latent_map
 
@@ -129,10 +143,16 @@ def run_evaluate(args) -> int:
     if args.name == "generator":
         from app.engine.training.evaluate_generator import evaluate_generator, record_generator_metrics
 
-        report = evaluate_generator(n_reconstruct=args.n_reconstruct, n_samples=args.n_samples)
+        report = evaluate_generator(n_reconstruct=args.n_reconstruct, n_samples=args.n_samples,
+                                    coverage_samples=args.n_coverage)
         if args.record:
             record_generator_metrics(report, f"crystal-designer evaluate generator --n-reconstruct "
                                              f"{args.n_reconstruct} --n-samples {args.n_samples}")
+        if args.format == "text":
+            from app.engine.training.evaluate_generator import format_generator_report
+
+            sys.stdout.write(format_generator_report(report))
+            return 0
     elif args.name == POINTNET_MODEL:
         from app.engine.training.evaluate_pointnet import compare_with_cgcnn, format_comparison
 

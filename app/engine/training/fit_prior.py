@@ -173,6 +173,36 @@ class _RowIndexed:
 register_posterior_source("density_vae", density_vae_posteriors)
 
 
+def periodic_vae_posteriors(folder: Path | None = None, batch_size: int = 64) -> Posteriors:
+    """Posteriors of the shipped all-crystal-system ``periodic_vae`` on its training split, each
+    cell encoded under its own formation-energy decile."""
+    from app.engine.core.registry import load_model
+    from app.engine.generation.periodic_model import encode_maps
+    from app.engine.training.train_periodic_generator import load_periodic_dataset, split
+
+    model, entry = load_model("periodic_vae", folder)
+    dataset = load_periodic_dataset()
+    train_rows, val_rows = split(dataset)
+    edges = np.asarray(entry["architecture"]["decile_edges_eV_per_atom"])
+    means, variances = [], []
+    train_rows = np.sort(train_rows)  # memory-mapped maps read fastest in file order
+    deciles = np.searchsorted(edges, dataset.formation[train_rows])
+    for start in range(0, len(train_rows), batch_size):
+        rows = train_rows[start:start + batch_size]
+        mu, logvar = encode_maps(model, np.asarray(dataset.density[rows], dtype=np.float32),
+                                 np.asarray(dataset.species[rows]), deciles[start:start + batch_size])
+        means.append(mu)
+        variances.append(np.exp(logvar))
+    return Posteriors(np.concatenate(means), np.concatenate(variances), deciles, int(model.config.n_conditions),
+                      {"data": dict(entry.get("data", {})), "cells": int(len(train_rows)),
+                       "split": {"method": entry.get("split", {}).get("method"), "fitted_on": "training cells",
+                                 "train_count": int(len(train_rows)), "validation_count": int(len(val_rows))},
+                       "condition": "decile of predicted formation energy per atom (the VAE's condition)"})
+
+
+register_posterior_source("periodic_vae", periodic_vae_posteriors)
+
+
 def cached_posteriors(model_name: str, folder: Path | None = None) -> Posteriors:
     """The model's training posteriors, encoded once per weight file (cached by its sha256)."""
     import json
