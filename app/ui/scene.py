@@ -11,9 +11,22 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-import pyvista as pv
+
+
+class _LazyPyVista:
+    """``pyvista``, imported on first use: it pulls in VTK and matplotlib (~1 s), which the window
+    does not need before it first draws a crystal (start-up time)."""
+
+    def __getattr__(self, name: str):
+        import pyvista
+
+        return getattr(pyvista, name)
+
+
+pv = _LazyPyVista()
 
 from app.ui.element_style import covalent_radius, element_colour, element_radius, is_metal
 
@@ -30,8 +43,9 @@ DENSITY_CMAP = "viridis"
 DENSITY_OPACITY = 0.35
 #: Polyhedra are drawn around cations with at least this many anion neighbours.
 MIN_POLYHEDRON_VERTICES = 4
-#: Shading of balls and sticks: a soft specular highlight as in VESTA.
-MATERIAL = {"smooth_shading": True, "specular": 0.45, "specular_power": 25.0, "ambient": 0.15, "diffuse": 0.85}
+#: Shading of balls and sticks: a soft specular highlight as in VESTA. Their meshes carry point
+#: normals, so no smoothing filter runs; the actors get Phong interpolation (see ``_shade``).
+MATERIAL = {"specular": 0.45, "specular_power": 25.0, "ambient": 0.15, "diffuse": 0.85}
 
 
 @dataclass
@@ -145,31 +159,89 @@ def atom_radii(symbols: list[str], radius_kind: str = "atomic", scale: float = 1
     return np.array([ATOM_SCALE * scale * element_radius(s, radius_kind) for s in symbols])
 
 
+#: Sphere tessellation (theta × phi) by the number of balls: fewer triangles for big cells, whose
+#: balls are small on screen anyway; a software (llvmpipe) frame costs about its triangle count.
+SPHERE_RESOLUTIONS = ((40, 24), (120, 16), (400, 12))
+SPHERE_RESOLUTION_MIN = 10
+BOND_SIDES = 10
+
+
+def sphere_resolution(n_atoms: int) -> int:
+    """Tessellation (theta and phi steps) of each ball for a cell of ``n_atoms`` drawn atoms."""
+    for limit, resolution in SPHERE_RESOLUTIONS:
+        if n_atoms <= limit:
+            return resolution
+    return SPHERE_RESOLUTION_MIN
+
+
+@lru_cache(maxsize=8)
+def _unit_sphere(resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points (k, 3) on the unit sphere (also its normals) and triangles (t, 3) of one ball."""
+    sphere = pv.Sphere(radius=1.0, theta_resolution=resolution, phi_resolution=resolution)
+    points = np.asarray(sphere.points, dtype=np.float64)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    return points, sphere.faces.reshape(-1, 4)[:, 1:].astype(np.int64)
+
+
+def _triangles(faces: np.ndarray) -> np.ndarray:
+    """VTK's flat face array (3, i, j, k, 3, …) of triangles (t, 3)."""
+    return np.column_stack([np.full(len(faces), 3, dtype=np.int64), faces]).ravel()
+
+
 def atoms_mesh(atoms: DisplayAtoms, radius_kind: str = "atomic", scale: float = 1.0,
                scheme: str = "VESTA") -> pv.PolyData:
-    """Spheres with point arrays ``rgb`` (uint8) and ``atom`` (index into ``atoms``, for picking)."""
-    cloud = pv.PolyData(atoms.positions)
-    cloud.point_data["radius"] = atom_radii(atoms.symbols, radius_kind, scale)
-    cloud.point_data["rgb"] = _rgb(atoms.symbols, scheme)
-    cloud.point_data["atom"] = np.arange(len(atoms.symbols), dtype=np.int32)
-    sphere = pv.Sphere(radius=1.0, theta_resolution=20, phi_resolution=20)
-    return cloud.glyph(geom=sphere, scale="radius", orient=False)
+    """Spheres with point arrays ``rgb`` (uint8) and ``atom`` (index into ``atoms``, for picking).
+
+    Built with numpy from one cached unit sphere (a VTK glyph filter and a normals filter cost
+    ~10× more); the point normals come with it, so the balls are smooth-shaded without a filter.
+    """
+    unit, triangles = _unit_sphere(sphere_resolution(len(atoms.symbols)))
+    radii = atom_radii(atoms.symbols, radius_kind, scale)
+    n, k = len(atoms.symbols), len(unit)
+    points = (atoms.positions[:, None, :] + radii[:, None, None] * unit[None]).reshape(-1, 3)
+    faces = (triangles[None] + (np.arange(n) * k)[:, None, None]).reshape(-1, 3)
+    mesh = pv.PolyData(points, faces=_triangles(faces))
+    mesh.point_data["rgb"] = np.repeat(_rgb(atoms.symbols, scheme), k, axis=0)
+    mesh.point_data["atom"] = np.repeat(np.arange(n, dtype=np.int32), k)
+    mesh.point_data.active_normals = np.tile(unit, (n, 1))
+    return mesh
+
+
+def _cylinders(start: np.ndarray, end: np.ndarray, radius: float, sides: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                        np.ndarray]:
+    """Open cylinders from ``start`` to ``end`` (m, 3): points (2·sides·m, 3), normals, triangles."""
+    axis = end - start
+    length = np.linalg.norm(axis, axis=1, keepdims=True)
+    w = axis / np.maximum(length, 1e-12)
+    helper = np.where(np.abs(w[:, :1]) < 0.9, np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]]))
+    u = np.cross(w, helper)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    v = np.cross(w, u)
+    angles = np.linspace(0.0, 2 * np.pi, sides, endpoint=False)
+    ring = np.cos(angles)[None, :, None] * u[:, None, :] + np.sin(angles)[None, :, None] * v[:, None, :]
+    normals = np.concatenate([ring, ring], axis=1)  # (m, 2·sides, 3): bottom ring, then top ring
+    points = np.concatenate([start[:, None, :] + radius * ring, end[:, None, :] + radius * ring], axis=1)
+    i = np.arange(sides)
+    j = (i + 1) % sides
+    quad = np.concatenate([np.column_stack([i, j, sides + j]), np.column_stack([i, sides + j, sides + i])])
+    triangles = (quad[None] + (np.arange(len(start)) * 2 * sides)[:, None, None]).reshape(-1, 3)
+    return points.reshape(-1, 3), normals.reshape(-1, 3), triangles
 
 
 def bonds_mesh(atoms: DisplayAtoms, pairs: np.ndarray, scheme: str = "VESTA") -> pv.PolyData | None:
-    """Sticks as two halves, each in its atom's colour (cell array ``rgb``); None without bonds."""
+    """Sticks as two halves, each in its atom's colour (point array ``rgb``); None without bonds."""
     if len(pairs) == 0:
         return None
     start, end = atoms.positions[pairs[:, 0]], atoms.positions[pairs[:, 1]]
     middle = (start + end) / 2
-    points = np.vstack([start, middle, end])
-    n = len(pairs)
-    first = np.column_stack([np.full(n, 2), np.arange(n), np.arange(n) + n])
-    second = np.column_stack([np.full(n, 2), np.arange(n) + 2 * n, np.arange(n) + n])
-    lines = pv.PolyData(points, lines=np.vstack([first, second]).ravel())
+    points, normals, triangles = _cylinders(np.vstack([start, end]), np.vstack([middle, middle]), BOND_RADIUS,
+                                            BOND_SIDES)
+    mesh = pv.PolyData(points, faces=_triangles(triangles))
     symbols = np.array(atoms.symbols)
-    lines.cell_data["rgb"] = _rgb(list(symbols[pairs[:, 0]]) + list(symbols[pairs[:, 1]]), scheme)
-    return lines.tube(radius=BOND_RADIUS, n_sides=12)
+    colours = _rgb(list(symbols[pairs[:, 0]]) + list(symbols[pairs[:, 1]]), scheme)
+    mesh.point_data["rgb"] = np.repeat(colours, 2 * BOND_SIDES, axis=0)
+    mesh.point_data.active_normals = normals
+    return mesh
 
 
 def polyhedra_mesh(atoms: DisplayAtoms, pairs: np.ndarray, scheme: str = "VESTA") -> pv.PolyData | None:
@@ -225,6 +297,11 @@ class StructureStyle:
     repeat: tuple[int, int, int] = (1, 1, 1)
 
 
+def _shade(actor) -> None:
+    """Smooth (per-pixel) shading from the mesh's own point normals."""
+    actor.prop.interpolation = "phong"
+
+
 def draw_structure(plotter, structure, style: StructureStyle | None = None) -> DisplayAtoms:
     """Add atoms, bonds, polyhedra and the cell of ``structure`` to a pyvista plotter (no render).
 
@@ -235,13 +312,14 @@ def draw_structure(plotter, structure, style: StructureStyle | None = None) -> D
     """
     style = style or StructureStyle()
     atoms = display_atoms(structure, style.repeat)
-    plotter.add_mesh(atoms_mesh(atoms, style.radius_kind, style.scale, style.scheme), scalars="rgb", rgb=True,
-                     render=False, name="atoms", **MATERIAL)
+    _shade(plotter.add_mesh(atoms_mesh(atoms, style.radius_kind, style.scale, style.scheme), scalars="rgb",
+                            rgb=True, render=False, name="atoms", **MATERIAL))
     pairs = bond_pairs(atoms) if (style.bonds or style.polyhedra) else None
     if style.bonds:
         bonds = bonds_mesh(atoms, pairs, style.scheme)
         if bonds is not None:
-            plotter.add_mesh(bonds, scalars="rgb", rgb=True, render=False, name="bonds", pickable=False, **MATERIAL)
+            _shade(plotter.add_mesh(bonds, scalars="rgb", rgb=True, render=False, name="bonds", pickable=False,
+                                    **MATERIAL))
     if style.polyhedra:
         polyhedra = polyhedra_mesh(atoms, pairs, style.scheme)
         if polyhedra is not None:
@@ -255,14 +333,14 @@ def draw_structure(plotter, structure, style: StructureStyle | None = None) -> D
 
 def add_lattice_axes(plotter, lattice_matrix: np.ndarray):
     """An a, b, c triad in the lower-left corner, its arrows along the cell vectors."""
-    import vtk
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4  # not ``import vtk``: that loads every VTK module
 
     axes = plotter.add_axes(xlabel="a", ylabel="b", zlabel="c", line_width=2, color="black")
     try:
         actor = plotter.renderer.axes_actor
         directions = np.asarray(lattice_matrix, dtype=np.float64)
         directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
-        matrix = vtk.vtkMatrix4x4()
+        matrix = vtkMatrix4x4()
         for row in range(3):
             for column in range(3):
                 matrix.SetElement(row, column, directions[column, row])  # columns are a, b, c

@@ -10,7 +10,6 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSlider,
                                QSpinBox, QVBoxLayout, QWidget)
-from pyvistaqt import QtInteractor
 
 from app.engine.core.errors import CancelledError, CrystalDesignerError, StructureReadError
 from app.ui import scene
@@ -99,16 +98,18 @@ class ViewerPanel(QWidget):
         self._density_request = 0
         self._atoms: scene.DisplayAtoms | None = None
         self._drawn_structure = None
+        #: (structure drawn, StructureStyle) of the atom/bond/cell actors now in the scene.
+        self._structure_key: tuple | None = None
         self._picked: list[int] = []
         self.legend_symbols: list[str] = []
 
-        # No auto-update timer: it re-renders 5×/s even when nothing changed, and a software
-        # (llvmpipe) render takes 100–200 ms on a busy CPU. Every change here calls render().
-        self.plotter = QtInteractor(self, auto_update=False)
-        self.plotter.set_background("white")
-        # 4× multisampling quadruples the cost of a software (llvmpipe) frame; exported images get it back
-        # by rendering at twice the size.
-        self.plotter.ren_win.SetMultiSamples(0)
+        # The VTK view is made on first use (or just after the window is first shown): importing
+        # pyvista/VTK takes about a second, and the window should appear before that.
+        self._plotter = None
+        self._closed = False
+        self._view_holder = QLabel("Loading the 3-D view…")
+        self._view_holder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._view_holder.setMinimumSize(200, 150)
         self.title = QLabel("Select a structure to view it.")
         self.note = QLabel("")
         self.note.setStyleSheet("color: #a05a00;")
@@ -118,8 +119,46 @@ class ViewerPanel(QWidget):
         self.pick_label = QLabel("Click an atom: site; two: distance; three: angle.")
         self.pick_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._build_controls()
-        self._install_picking()
         self._update_level_controls()
+
+    @property
+    def plotter(self):
+        """The pyvistaqt ``QtInteractor`` of the view (created on first access)."""
+        if self._plotter is None:
+            self._create_plotter()
+        return self._plotter
+
+    @property
+    def has_plotter(self) -> bool:
+        """True once the VTK view exists (it is made lazily)."""
+        return self._plotter is not None
+
+    def _create_plotter(self) -> None:
+        from pyvistaqt import QtInteractor
+
+        # No auto-update timer: it re-renders 5×/s even when nothing changed, and a software
+        # (llvmpipe) render takes 100–200 ms on a busy CPU. Every change here calls render().
+        plotter = QtInteractor(self, auto_update=False)
+        plotter.set_background("white")
+        # 4× multisampling quadruples the cost of a software (llvmpipe) frame; exported images get it back
+        # by rendering at twice the size.
+        plotter.ren_win.SetMultiSamples(0)
+        self._plotter = plotter
+        self.layout().replaceWidget(self._view_holder, plotter.interactor)
+        self._view_holder.hide()
+        self._view_holder.deleteLater()
+        self._install_picking()
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self._plotter is None:
+            # After the window's first frame: make the 3-D view while the worker loads its models.
+            QTimer.singleShot(200, self._create_plotter_if_open)
+
+    def _create_plotter_if_open(self) -> None:
+        if self._plotter is None and not self._closed:
+            self._create_plotter()
+            self._redraw(reset_camera=True)
 
     def _build_controls(self) -> None:
         self.supercell = [self._repeat_box(axis) for axis in "abc"]
@@ -185,7 +224,7 @@ class ViewerPanel(QWidget):
         header.addWidget(self.title, 1)
         header.addWidget(self.legend)
         layout.addLayout(header)
-        layout.addWidget(self.plotter.interactor, 1)
+        layout.addWidget(self._view_holder, 1)
         layout.addWidget(self.pick_label)
         for row in (structure_row, view_row, level_row):
             layout.addLayout(row)
@@ -317,14 +356,16 @@ class ViewerPanel(QWidget):
     def close_plotter(self) -> None:
         """Release the VTK window (call before the widget goes away)."""
         self._cancel_density_task()
-        self.plotter.close()
+        self._closed = True
+        if self._plotter is not None:
+            self._plotter.close()
 
     # -- picking -----------------------------------------------------------------------------
 
     def _install_picking(self) -> None:
-        import vtk
+        from vtkmodules.vtkRenderingCore import vtkCellPicker  # not ``import vtk`` (every VTK module, ~1 s)
 
-        self._picker = vtk.vtkCellPicker()
+        self._picker = vtkCellPicker()
         self._picker.SetTolerance(0.0005)
         self._press_position = None
         interactor = self.plotter.iren.interactor
@@ -471,16 +512,19 @@ class ViewerPanel(QWidget):
                                     polyhedra=self.show_polyhedra.isChecked(), repeat=self._repeat())
 
     def _redraw(self, reset_camera: bool = False) -> None:
+        if self._closed:
+            return
         plotter = self.plotter
-        plotter.clear_actors()
         plotter.remove_scalar_bar() if plotter.scalar_bars else None
         self._iso_actor = None
         self._picked = []
-        self._atoms = self._drawn_structure = None
         record = self._record
         # Relaxed candidates show their relaxed crystal unless the user chose the unrelaxed one.
         structure = record.shown_structure() if record is not None else None
         if structure is None:
+            plotter.clear_actors()
+            self._structure_key = None
+            self._atoms = self._drawn_structure = None
             self._set_legend([])
             if record is not None:
                 self.note.setText(record.error or "no structure to show")
@@ -490,7 +534,17 @@ class ViewerPanel(QWidget):
         drawn = self._density.structure if show_map else structure
         if self._density_grid is not None and show_map:
             self._density_grid = None  # the offset depends on the supercell and the side-by-side toggle
-        self._atoms = scene.draw_structure(plotter, drawn, self._style())
+        style = self._style()
+        cached = self._structure_key
+        if cached is not None and cached[0] is drawn and cached[1] == style and self._atoms is not None:
+            # Same crystal, same style (density, slices, level or camera changed): keep the atom,
+            # bond, polyhedra and cell actors, which are most of a redraw's mesh work.
+            for name in DENSITY_ACTORS:
+                plotter.remove_actor(name, render=False)
+        else:
+            plotter.clear_actors()
+            self._atoms = scene.draw_structure(plotter, drawn, style)
+            self._structure_key = (drawn, style)
         self._drawn_structure = drawn
         self._set_legend(self._atoms.symbols)
         if show_map:
@@ -563,6 +617,9 @@ class ViewerPanel(QWidget):
         self._add_isosurface()
         self.plotter.render()
 
+
+#: Actors a redraw replaces even when the structure's actors are kept.
+DENSITY_ACTORS = ("isosurface", "slices", "map_cell", "picks")
 
 #: The density colour bar: short title on two lines, fixed font sizes (VTK otherwise scales the
 #: title to the bar's width and clips it at the window's right edge in narrow views).
