@@ -75,3 +75,51 @@ def test_predict_relax_through_the_cli(tmp_path, capsys):
     assert record["relaxation"]["volume_change_percent"] < -5
     assert record["relaxation"]["space_group_after"] == "Pm-3m (221)"
     assert isinstance(record["e_above_hull"], float) and record["decomposition"]
+
+
+@pytest.mark.integration
+def test_one_backward_pass_gives_chgnets_own_forces_and_stress():
+    import numpy as np
+
+    from app.engine.stability.relax import energies_forces_stresses, load_chgnet
+
+    model = load_chgnet("cpu")
+    structures = [_perovskite(3.905 * 1.03), Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [.48, .5, .5]])]
+    structures[0].perturb(0.05, seed=0)
+    ours = energies_forces_stresses(model, structures)
+    theirs = model.predict_structure(structures, task="efs", batch_size=8)
+    for mine, reference in zip(ours, theirs):
+        assert mine["e"] == pytest.approx(float(reference["e"]), abs=1e-5)
+        np.testing.assert_allclose(mine["f"], reference["f"], atol=1e-4)
+        np.testing.assert_allclose(mine["s"], reference["s"], atol=1e-3)  # GPa
+
+
+@pytest.mark.integration
+def test_fire_and_bfgs_reach_the_same_cell_and_unknown_optimizers_are_refused():
+    from app.engine.stability.relax import relax_structures
+
+    fire, = relax_structures([_perovskite(3.905 * 1.04)], fmax=0.05, device="cpu", optimizer="FIRE")
+    bfgs, = relax_structures([_perovskite(3.905 * 1.04)], fmax=0.05, device="cpu", optimizer="BFGS")
+    assert fire.converged and bfgs.converged
+    assert fire.structure.lattice.a == pytest.approx(bfgs.structure.lattice.a, abs=0.01)
+    with pytest.raises(ValueError, match="optimizer"):
+        relax_structures([_perovskite(3.9)], device="cpu", optimizer="GPMin")
+
+
+def test_chgnet_formation_energies_and_their_reasons():
+    from app.engine.stability.formation import chgnet_formation_energy, element_reference_energies, \
+        mp2020_formation_energy
+
+    mu = element_reference_energies()
+    structure = _perovskite(3.94)
+    energy = -8.42  # eV/atom, about CHGNet's SrTiO3
+    formation, reason = chgnet_formation_energy(structure, energy)
+    assert reason is None
+    assert formation == pytest.approx(energy - (mu["Sr"] + mu["Ti"] + 3 * mu["O"]) / 5)
+    corrected, reason = mp2020_formation_energy(structure, energy)
+    # MP2020's oxide correction (-0.687 eV per O atom) on 3 O of 5 atoms
+    assert reason is None and corrected == pytest.approx(formation - 0.687 * 3 / 5, abs=0.01)
+    odd = Structure(Lattice.cubic(4.0), ["Sr", "Xe"], [[0, 0, 0], [.5, .5, .5]])
+    odd.replace_species({"Xe": "Og"})
+    value, reason = chgnet_formation_energy(odd, -3.0)
+    assert value is None and "Og" in reason

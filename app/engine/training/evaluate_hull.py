@@ -2,15 +2,25 @@
 
 The reference hull is rebuilt from training-split rows only (``is_validation`` ids removed), so a
 held-out crystal is never trivially on it. Truth: its DFT formation energy against that hull.
-Routes: (a) the CGCNN formation-energy prediction; (b) CHGNet's energy turned into a formation
-energy with per-element offsets fitted on training crystals (least squares, the correction from
-CHGNet's MPtrj scale to the legacy MP formation energies of the hull). Both on the MP (DFT-relaxed)
-structures and, for a subset, on the CHGNet-relaxed ones. Stable means E_hull <= 0.
+Routes to a formation energy:
+
+- ``cgcnn``: the shipped CGCNN formation-energy prediction;
+- ``chgnet``: CHGNet's energy minus the PBE elemental references (CHGNet's MPtrj labels already
+  carry the MP2020 corrections);
+- ``chgnet_mp2020``: the same after pymatgen's ``MaterialsProject2020Compatibility`` (what a
+  raw GGA/GGA+U energy would need; applied to CHGNet it counts the corrections twice);
+- ``chgnet_fitted_offsets``: CHGNet with per-element offsets fitted by least squares on training
+  crystals (a calibration to the legacy MP formation energies of the hull).
+
+Inputs: the MP (DFT-relaxed) structures; the same strained by 3 % and rattled by 0.05 Å, as
+decoded candidates come (unrelaxed); and those relaxed with CHGNet. Stable means E_hull <= 0.
+Crystals of at most ``max_sites`` sites (the generator's candidates are 5–20 atoms) keep the
+evaluation within minutes on one core.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import random
 import time
 
@@ -19,15 +29,22 @@ import numpy as np
 from app.engine.training.datasets import is_validation, shared_data_dir
 from app.engine.training.hull_builder import hull_from_rows, read_mp_formation_energies, reference_elements
 
+#: Strain and rattle (Å) that make an MP crystal look like an unrelaxed decoded candidate.
+CANDIDATE_STRAIN = 0.03
+CANDIDATE_RATTLE = 0.05
+
 
 def _structures(ids: list[str]) -> dict:
     import tarfile
+    import warnings
     from pathlib import Path
 
     from pymatgen.core import Structure
 
     wanted, out = set(ids), {}
-    with tarfile.open(shared_data_dir() / "structures" / "mp_eform_gap" / "cifs.tar.gz", "r:gz") as tar:
+    with tarfile.open(shared_data_dir() / "structures" / "mp_eform_gap" / "cifs.tar.gz", "r:gz") as tar, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         for member in tar:
             stem = Path(member.name).stem
             if stem in wanted:
@@ -36,8 +53,11 @@ def _structures(ids: list[str]) -> dict:
 
 
 def _scores(truth: np.ndarray, predicted: np.ndarray) -> dict:
+    truth, predicted = np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float)
     ok = np.isfinite(predicted) & np.isfinite(truth)
     truth, predicted = truth[ok], predicted[ok]
+    if not len(truth):
+        return {"count": 0}
     stable, called = truth <= 0, predicted <= 0
     tp = int(np.sum(stable & called))
     precision = tp / max(int(called.sum()), 1)
@@ -49,9 +69,9 @@ def _scores(truth: np.ndarray, predicted: np.ndarray) -> dict:
 
 
 def _reference_mu() -> dict:
-    from app.engine.core.paths import models_dir
+    from app.engine.stability.formation import element_reference_energies
 
-    return json.loads((models_dir() / "element_references.json").read_text())["energy_per_atom_eV"]
+    return element_reference_energies()
 
 
 def _raw_formation(structure, chgnet_energy: float, mu: dict) -> tuple[float, dict]:
@@ -83,6 +103,7 @@ def fit_chgnet_offsets(structures: list, dft_formation: list[float], device: str
 
 
 def chgnet_formation(structures: list, energies: list[float], offsets: dict) -> np.ndarray:
+    """Formation energies (eV/atom) from CHGNet energies with fitted per-element ``offsets``."""
     mu = _reference_mu()
     out = []
     for structure, energy in zip(structures, energies):
@@ -92,54 +113,114 @@ def chgnet_formation(structures: list, energies: list[float], offsets: dict) -> 
     return np.array(out)
 
 
-def evaluate_hull(n_chgnet: int = 300, n_fit: int = 1000, n_relax: int = 30, seed: int = 0,
-                  device: str = "cpu") -> dict:
-    """The report: MAE and F1 of each route, unrelaxed and relaxed inputs."""
+def _corrected(function, structures: list, energies) -> np.ndarray:
+    out = []
+    for structure, energy in zip(structures, energies):
+        value = None
+        if energy is not None and np.isfinite(energy):
+            value, _ = function(structure, float(energy))
+        out.append(np.nan if value is None else value)
+    return np.array(out)
+
+
+def _small(rows: list, structures: dict, count: int, max_sites: int) -> list:
+    return [r for r in rows if r[0] in structures and len(structures[r[0]]) <= max_sites][:count]
+
+
+def _as_candidate(structure, seed: int):
+    strained = structure.copy()
+    strained.apply_strain(CANDIDATE_STRAIN)
+    strained.perturb(CANDIDATE_RATTLE, seed=seed)
+    return strained
+
+
+def evaluate_hull(n_chgnet: int = 300, n_fit: int = 500, n_relax: int = 300, seed: int = 0,
+                  device: str = "cpu", max_sites: int = 24, progress=None) -> dict:
+    """The report: MAE and F1 of stable (E_hull <= 0) per route and input, with the best route.
+
+    Parameters
+    ----------
+    n_chgnet : int
+        Held-out crystals evaluated.
+    n_fit : int
+        Training crystals the per-element CHGNet offsets are fitted on.
+    n_relax : int
+        Held-out crystals (the first of them) also strained, rattled and relaxed with CHGNet.
+    max_sites : int
+        Largest crystal (sites per cell) drawn.
+    """
     from app.engine.properties.predictor import PropertyPredictor
+    from app.engine.stability.formation import chgnet_formation_energy, mp2020_formation_energy
     from app.engine.stability.relax import chgnet_energies, relax_structures
 
+    began, cpu_began = time.perf_counter(), time.process_time()
+    say = progress or (lambda message: None)
     rows = read_mp_formation_energies()
     train = [r for r in rows if not is_validation(r[0])]
     held = [r for r in rows if is_validation(r[0])]
-    began = time.perf_counter()
     hull = hull_from_rows(train, reference_elements())
     rng = random.Random(seed)
-    held = rng.sample(held, min(n_chgnet, len(held)))
-    fit = rng.sample(train, min(n_fit, len(train)))
+    held = rng.sample(held, min(3 * n_chgnet, len(held)))  # drawn with room for the size filter
+    fit = rng.sample(train, min(3 * n_fit, len(train)))
     structures = _structures([r[0] for r in held + fit])
-    held = [r for r in held if r[0] in structures]
-    fit = [r for r in fit if r[0] in structures]
+    held, fit = _small(held, structures, n_chgnet, max_sites), _small(fit, structures, n_fit, max_sites)
+    say(f"{len(held)} held-out and {len(fit)} fitting crystals read")
     truth = np.array([_e_hull(hull, r[1], r[2]) for r in held])
-    held_structures = [structures[r[0]] for r in held]
+    mp_structures = [structures[r[0]] for r in held]
 
     predictor = PropertyPredictor(device=device)
-    cgcnn = [p["formation_energy_per_atom"] if not isinstance(p, Exception) else np.nan
-             for p in predictor.predict(held_structures)]
     offsets = fit_chgnet_offsets([structures[r[0]] for r in fit], [r[2] for r in fit], device)
-    chgnet = chgnet_formation(held_structures, chgnet_energies(held_structures, device=device), offsets)
-    report = {
-        "held_out": len(held), "hull_phases_without_held_out": len(hull), "fit_crystals": len(fit),
-        "unrelaxed": {"cgcnn": _scores(truth, _hull_array(hull, held, cgcnn)),
-                      "chgnet_fitted_offsets": _scores(truth, _hull_array(hull, held, chgnet))},
-    }
+    say("offsets fitted")
+
+    def routes(inputs: list, energies) -> dict:
+        predicted = predictor.predict(inputs)
+        cgcnn = [np.nan if isinstance(p, Exception) else p["formation_energy_per_atom"] for p in predicted]
+        return {"cgcnn": np.array(cgcnn, dtype=float),
+                "chgnet": _corrected(chgnet_formation_energy, inputs, energies),
+                "chgnet_mp2020": _corrected(mp2020_formation_energy, inputs, energies),
+                "chgnet_fitted_offsets": chgnet_formation(inputs, energies, offsets)}
+
+    formation = {"mp_structures": routes(mp_structures, chgnet_energies(mp_structures, device=device))}
     subset = list(range(min(n_relax, len(held))))
-    results = relax_structures([held_structures[i] for i in subset], device=device)
-    done = [i for i, r in zip(subset, results) if r.error is None]
-    relaxed = [results[subset.index(i)].structure for i in done]
-    sub_truth = truth[done]
-    sub_rows = [held[i] for i in done]
-    cg_relaxed = [p["formation_energy_per_atom"] if not isinstance(p, Exception) else np.nan
-                  for p in predictor.predict(relaxed)]
-    ch_relaxed = chgnet_formation(relaxed, [results[subset.index(i)].energy_per_atom for i in done], offsets)
-    report["relaxed_subset"] = {
-        "relaxed": len(done), "failed": len(subset) - len(done),
-        "cgcnn_unrelaxed": _scores(sub_truth, _hull_array(hull, sub_rows, [cgcnn[i] for i in done])),
-        "cgcnn_relaxed": _scores(sub_truth, _hull_array(hull, sub_rows, cg_relaxed)),
-        "chgnet_unrelaxed": _scores(sub_truth, _hull_array(hull, sub_rows, list(chgnet[done]))),
-        "chgnet_relaxed": _scores(sub_truth, _hull_array(hull, sub_rows, ch_relaxed)),
-    }
+    candidates = [_as_candidate(mp_structures[i], seed + i) for i in subset]
+    formation["strained_unrelaxed"] = routes(candidates, chgnet_energies(candidates, device=device))
+    say("unrelaxed routes done; relaxing")
+    relax_began = time.perf_counter()
+    results = relax_structures(candidates, device=device)
+    relax_seconds = time.perf_counter() - relax_began
+    done = [k for k, r in enumerate(results) if r.error is None]
+    relaxed = [results[k].structure for k in done]
+    relaxed_routes = routes(relaxed, [results[k].energy_per_atom for k in done])
+    formation["relaxed"] = {name: _spread(values, done, len(subset)) for name, values in relaxed_routes.items()}
+
+    report = {"held_out": len(held), "max_sites": max_sites, "hull_phases_without_held_out": len(hull),
+              "fit_crystals": len(fit), "relaxed": len(done), "relax_failed": len(subset) - len(done),
+              "relax_seconds": round(relax_seconds, 1),
+              "relax_mean_steps": round(float(np.mean([r.steps for r in results])), 1) if results else None}
+    for inputs, by_route in formation.items():
+        rows_here = held if inputs == "mp_structures" else [held[i] for i in subset]
+        reference = truth if inputs == "mp_structures" else truth[subset]
+        report[inputs] = {name: _scores(reference, _hull_array(hull, rows_here, values))
+                          for name, values in by_route.items()}
+    # Like for like: every route and input on the relaxed subset.
+    same = np.array(done, dtype=int)
+    report["relaxed_subset_all_inputs"] = {
+        f"{name}/{inputs}": _scores(truth[same], _hull_array(hull, [held[i] for i in same], values[same]))
+        for inputs, by_route in formation.items() for name, values in by_route.items()}
+    ranked = sorted(((scores.get("mae_eV_per_atom", np.inf), key) for key, scores in
+                     report["relaxed_subset_all_inputs"].items() if scores.get("count")))
+    report["best_by_mae"] = ranked[0][1] if ranked else None
     report["seconds"] = round(time.perf_counter() - began, 1)
+    report["cpu_seconds"] = round(time.process_time() - cpu_began, 1)
+    report["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     return report
+
+
+def _spread(values: np.ndarray, done: list[int], size: int) -> np.ndarray:
+    """Values of the relaxed crystals placed at their subset positions (NaN where it failed)."""
+    out = np.full(size, np.nan)
+    out[np.array(done, dtype=int)] = values
+    return out
 
 
 def _e_hull(hull, formula: str, energy: float) -> float:

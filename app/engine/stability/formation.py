@@ -1,0 +1,86 @@
+"""Formation energies from CHGNet energies, on the scale of the Materials Project hull.
+
+Two ways to turn a CHGNet energy per atom into a formation energy against the PBE elemental
+reference energies shipped in ``models/element_references.json``:
+
+- :func:`chgnet_formation_energy` subtracts the references as they are. CHGNet's MPtrj training
+  labels already carry Materials Project's MP2020 anion and Hubbard-U corrections, so its
+  energies are on the corrected scale.
+- :func:`mp2020_formation_energy` first runs pymatgen's ``MaterialsProject2020Compatibility`` on
+  the CHGNet energy (as a GGA / GGA+U calculation with MP's U values where an oxide or fluoride
+  holds Co, Cr, Fe, Mn, Mo, Ni, V or W), the treatment a raw DFT energy needs.
+
+``crystal-designer evaluate hull`` measures both against held-out Materials Project crystals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+from app.engine.core.paths import models_dir
+
+logger = logging.getLogger(__name__)
+
+REFERENCES_FILE = "element_references.json"
+
+
+@lru_cache(maxsize=4)
+def element_reference_energies(folder: Path | None = None) -> dict[str, float]:
+    """PBE energy per atom (eV/atom) of each element's reference phase."""
+    path = (folder or models_dir()) / REFERENCES_FILE
+    return {symbol: float(value) for symbol, value in json.loads(path.read_text())["energy_per_atom_eV"].items()}
+
+
+@lru_cache(maxsize=1)
+def _compatibility():
+    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+
+    return MaterialsProject2020Compatibility(check_potcar=False)
+
+
+def _parameters(composition) -> dict:
+    """The GGA / GGA+U calculation parameters MP would have used for ``composition``."""
+    u_settings = _compatibility().u_settings
+    symbols = {element.symbol for element in composition.elements}
+    # MP applies U on oxides first, then fluorides (its input-set rule: the most electronegative anion).
+    anion = "O" if "O" in symbols else ("F" if "F" in symbols else None)
+    hubbards = {symbol: u_settings[anion][symbol] for symbol in symbols
+                if anion is not None and symbol in u_settings[anion]}
+    return {"run_type": "GGA+U" if hubbards else "GGA", "hubbards": hubbards, "is_hubbard": bool(hubbards)}
+
+
+def chgnet_formation_energy(structure, energy_per_atom: float) -> tuple[float | None, str | None]:
+    """Formation energy per atom (eV/atom) of ``structure`` at CHGNet's ``energy_per_atom``
+    (already MP2020-corrected scale); ``(None, reason)`` when an element has no reference."""
+    references = element_reference_energies()
+    composition = structure.composition
+    missing = sorted(e.symbol for e in composition.elements if e.symbol not in references)
+    if missing:
+        return None, f"no elemental reference energy for {', '.join(missing)}"
+    elemental = sum(amount * references[element.symbol] for element, amount in composition.items())
+    return energy_per_atom - elemental / composition.num_atoms, None
+
+
+def mp2020_formation_energy(structure, energy_per_atom: float) -> tuple[float | None, str | None]:
+    """Formation energy per atom (eV/atom) of ``structure`` at CHGNet's ``energy_per_atom``, with
+    the MP2020 corrections; ``(None, reason)`` when an element has no reference or no correction."""
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    references = element_reference_energies()
+    composition = structure.composition
+    missing = sorted(e.symbol for e in composition.elements if e.symbol not in references)
+    if missing:
+        return None, f"no elemental reference energy for {', '.join(missing)}"
+    entry = ComputedStructureEntry(structure, energy_per_atom * composition.num_atoms,
+                                   parameters=_parameters(composition))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        corrected = _compatibility().process_entry(entry)
+    if corrected is None:
+        return None, "the MP2020 corrections do not cover this composition"
+    elemental = sum(amount * references[element.symbol] for element, amount in composition.items())
+    return (corrected.energy - elemental) / composition.num_atoms, None
