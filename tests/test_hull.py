@@ -100,3 +100,34 @@ def test_shipped_hull_places_known_phases():
     assert hull.e_above_hull("SrTiO3", -3.0).decomposition == "SrTiO3"
     result = hull.without([own]).e_above_hull("SrTiO3", -3.0)
     assert result.e_above_hull > 0.3 and "+" in result.decomposition
+
+
+def test_evaluation_figures_go_to_the_hull_entry_and_card_only(tmp_path):
+    from app.engine.core.registry import load_manifest, save_manifest_entry
+    from app.engine.training.hull_builder import record_evaluation
+
+    save_manifest_entry("reference_hull", {"file": "reference_hull.npz", "metrics": {"load_seconds": 0.2},
+                                           "data": {"rows": 5, "distinct_formulas": 4, "hull_phases": 3}}, tmp_path)
+    save_manifest_entry("other", {"file": "other.pt", "metrics": {"mae": 1.0}}, tmp_path)
+    report = {"held_out": 10, "max_sites": 24, "relaxed": 9, "best_by_mae": "chgnet/relaxed", "seconds": 5.0,
+              "cpu_seconds": 4.0, "load_average_1min_at_end": 1.5,
+              "relaxed_subset_all_inputs": {"chgnet/relaxed": {"count": 9, "mae_eV_per_atom": 0.05, "f1_stable": 0.8},
+                                            "cgcnn/relaxed": {"count": 9, "mae_eV_per_atom": 0.09, "f1_stable": 0.6}}}
+    record_evaluation(report, tmp_path)
+    manifest = load_manifest(tmp_path)
+    stored = manifest["reference_hull"]["metrics"]["evaluate_hull"]
+    assert stored["best_by_mae"] == "chgnet/relaxed" and stored["routes"]["cgcnn/relaxed"]["f1_stable"] == 0.6
+    assert manifest["reference_hull"]["metrics"]["load_seconds"] == 0.2 and manifest["other"]["metrics"] == {"mae": 1.0}
+    card = (tmp_path / "reference_hull.md").read_text()
+    assert "| chgnet/relaxed | 0.05 | 0.8 |" in card and "evaluate hull" in card
+
+
+def test_scores_mae_and_f1_of_stable():
+    from app.engine.training.evaluate_hull import _scores
+
+    truth = np.array([-0.1, 0.0, 0.2, 0.3, np.nan])
+    predicted = np.array([-0.05, 0.1, 0.25, -0.1, 0.0])
+    scores = _scores(truth, predicted)
+    # stable: first two; called stable: first and fourth -> precision 1/2, recall 1/2
+    assert scores["count"] == 4 and scores["f1_stable"] == 0.5
+    assert scores["mae_eV_per_atom"] == pytest.approx((0.05 + 0.1 + 0.05 + 0.4) / 4, abs=1e-4)
