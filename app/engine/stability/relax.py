@@ -177,7 +177,9 @@ class _Run:
     def structure(self):
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        return AseAtomsAdaptor.get_structure(self.atoms)
+        # A copy without the batched calculator: pymatgen keeps ``atoms.calc`` on the structure, and
+        # that class cannot be pickled (the worker sends relaxed structures to the window).
+        return AseAtomsAdaptor.get_structure(self.atoms.copy())
 
     def take(self, prediction: dict) -> None:
         """Store CHGNet's energy/forces/stress for the current geometry."""
