@@ -6,9 +6,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
                                QPushButton, QSpinBox, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from app.engine.generation.settings import (COUNT_RANGE, FUNNEL_STAGES, MIN_DISTANCE_RANGE, MODE_LABELS,
-                                           MODES_WITH_BASE, MODES_WITH_SECOND, SEED_RANGE, SIGMA_RANGE,
-                                           GenerationSettings, Windows)
+from app.engine.generation.settings import (COUNT_RANGE, DEFAULT_MAX_E_ABOVE_HULL, FUNNEL_STAGES,
+                                           MIN_DISTANCE_RANGE, MODE_LABELS, MODES_WITH_BASE, MODES_WITH_SECOND,
+                                           SEED_RANGE, SIGMA_RANGE, GenerationSettings, Windows)
 from app.settings import GenerationDefaults
 from app.ui.records import CrystalRecord
 
@@ -60,6 +60,24 @@ class GeneratePanel(QWidget):
         self.same_formula = QCheckBox("Same formula as base")
         self.novel = QCheckBox("Not in training set")
         self.unique = QCheckBox("Unique")
+        # The last funnel stages: CHGNet relaxation and the energy above the reference hull.
+        self.relax = QCheckBox("Relax kept candidates (CHGNet)")
+        self.relax.setChecked(GenerationSettings.relax)
+        self.relax.setToolTip("Relax cell and positions of the kept candidates before the hull and novelty stages")
+        self.relax_all = QCheckBox("Relax every decoded candidate")
+        self.relax_all.setChecked(GenerationSettings.relax_all)
+        self.relax_all.setToolTip("Also relax candidates the earlier filters rejected (slower)")
+        self.relax.toggled.connect(self.relax_all.setEnabled)
+        self.near_hull = QCheckBox("Near the hull")
+        self.near_hull.setChecked(GenerationSettings.require_near_hull)
+        self.max_e_above_hull = QDoubleSpinBox()
+        self.max_e_above_hull.setRange(0.0, 2.0)
+        self.max_e_above_hull.setDecimals(3)
+        self.max_e_above_hull.setSingleStep(0.05)
+        self.max_e_above_hull.setSuffix(" eV/atom")
+        self.max_e_above_hull.setValue(DEFAULT_MAX_E_ABOVE_HULL)
+        self.max_e_above_hull.setToolTip("Largest energy above the reference hull a kept candidate may have")
+        self.near_hull.toggled.connect(self.max_e_above_hull.setEnabled)
         self.apply_defaults(defaults)
         self.mode.currentIndexChanged.connect(lambda _i: self._update_enabled())
 
@@ -72,6 +90,13 @@ class GeneratePanel(QWidget):
         filters = QVBoxLayout()
         for box in (self.charge_balance, self.same_formula, self.novel, self.unique):
             filters.addWidget(box)
+        hull_row = QHBoxLayout()
+        hull_row.addWidget(self.near_hull)
+        hull_row.addWidget(QLabel("E_hull ≤"))
+        hull_row.addWidget(self.max_e_above_hull, 1)
+        filters.addLayout(hull_row)
+        filters.addWidget(self.relax)
+        filters.addWidget(self.relax_all)
 
         self.generate_button = QPushButton("Generate")
         self.generate_button.clicked.connect(self.generate_requested)
@@ -138,7 +163,11 @@ class GeneratePanel(QWidget):
             The engine's message, for impossible values.
         """
         return GenerationSettings(**vars(self.defaults()), property_windows=dict(property_windows or {}),
-                                  decile=decile, target_formation_energy=target_formation_energy)
+                                  decile=decile, target_formation_energy=target_formation_energy,
+                                  relax=self.relax.isChecked(),
+                                  relax_all=self.relax.isChecked() and self.relax_all.isChecked(),
+                                  require_near_hull=self.near_hull.isChecked(),
+                                  max_e_above_hull=self.max_e_above_hull.value())
 
     @property
     def mode_key(self) -> str:

@@ -228,12 +228,27 @@ def _cylinders(start: np.ndarray, end: np.ndarray, radius: float, sides: int) ->
     return points.reshape(-1, 3), normals.reshape(-1, 3), triangles
 
 
-def bonds_mesh(atoms: DisplayAtoms, pairs: np.ndarray, scheme: str = "VESTA") -> pv.PolyData | None:
-    """Sticks as two halves, each in its atom's colour (point array ``rgb``); None without bonds."""
+def bonds_mesh(atoms: DisplayAtoms, pairs: np.ndarray, scheme: str = "VESTA",
+               radii: np.ndarray | None = None) -> pv.PolyData | None:
+    """Sticks as two halves, each in its atom's colour (point array ``rgb``); None without bonds.
+
+    ``radii`` (Å, one per drawn atom): each half then starts just inside its ball's surface instead
+    of at its centre, so the hidden part inside the ball is not drawn (a software frame's cost
+    grows with the pixels drawn, hidden or not).
+    """
     if len(pairs) == 0:
         return None
     start, end = atoms.positions[pairs[:, 0]], atoms.positions[pairs[:, 1]]
     middle = (start + end) / 2
+    if radii is not None:
+        direction = end - start
+        length = np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
+        direction = direction / length
+        # Stop inside the ball where the stick's rim meets it: sqrt(r² - R²), less a small overlap.
+        inset = np.sqrt(np.maximum(radii ** 2 - BOND_RADIUS ** 2, 0.0)) * 0.9
+        half = length[:, 0] / 2
+        start = start + direction * np.minimum(inset[pairs[:, 0]], half)[:, None]
+        end = end - direction * np.minimum(inset[pairs[:, 1]], half)[:, None]
     points, normals, triangles = _cylinders(np.vstack([start, end]), np.vstack([middle, middle]), BOND_RADIUS,
                                             BOND_SIDES)
     mesh = pv.PolyData(points, faces=_triangles(triangles))
@@ -316,7 +331,7 @@ def draw_structure(plotter, structure, style: StructureStyle | None = None) -> D
                             rgb=True, render=False, name="atoms", **MATERIAL))
     pairs = bond_pairs(atoms) if (style.bonds or style.polyhedra) else None
     if style.bonds:
-        bonds = bonds_mesh(atoms, pairs, style.scheme)
+        bonds = bonds_mesh(atoms, pairs, style.scheme, atom_radii(atoms.symbols, style.radius_kind, style.scale))
         if bonds is not None:
             _shade(plotter.add_mesh(bonds, scalars="rgb", rgb=True, render=False, name="bonds", pickable=False,
                                     **MATERIAL))

@@ -515,7 +515,8 @@ class ViewerPanel(QWidget):
         if self._closed:
             return
         plotter = self.plotter
-        plotter.remove_scalar_bar() if plotter.scalar_bars else None
+        if plotter.scalar_bars:
+            plotter.remove_scalar_bar(render=False)  # one render per redraw, at its end
         self._iso_actor = None
         self._picked = []
         record = self._record
@@ -625,7 +626,7 @@ DENSITY_ACTORS = ("isosurface", "slices", "map_cell", "picks")
 #: title to the bar's width and clips it at the window's right edge in narrow views).
 COLOUR_BAR = {"title": "density\n(Z/Å³)", "vertical": True, "position_x": 0.84, "position_y": 0.06, "height": 0.38,
               "width": 0.07, "color": "black", "fmt": "%.2f", "n_labels": 4, "title_font_size": 14,
-              "label_font_size": 12, "unconstrained_font_size": True}
+              "label_font_size": 12, "unconstrained_font_size": True, "render": False}
 
 
 def pv_spheres(centres: np.ndarray, radii: np.ndarray):

@@ -135,3 +135,19 @@ def test_session_keeps_library_e_hull_and_candidate_latents():
     candidate.latent = np.linspace(-1, 1, 8, dtype=np.float32)
     again = candidate_from_session(json.loads(json.dumps(to_session(candidate))))
     assert np.allclose(again.latent, candidate.latent, atol=1e-5)
+
+
+def test_generate_panel_sets_relaxation_and_the_hull_threshold(window):
+    panel = window.generate_panel
+    settings = panel.generation_settings()
+    assert settings.relax and not settings.relax_all and settings.require_near_hull
+    assert settings.max_e_above_hull == 0.1
+    panel.max_e_above_hull.setValue(0.05)
+    panel.relax_all.setChecked(True)
+    panel.near_hull.setChecked(False)
+    assert not panel.max_e_above_hull.isEnabled()
+    settings = panel.generation_settings()
+    assert settings.relax_all and not settings.require_near_hull and settings.max_e_above_hull == 0.05
+    panel.relax.setChecked(False)
+    settings = panel.generation_settings()
+    assert not settings.relax and not settings.relax_all and not panel.relax_all.isEnabled()
