@@ -170,7 +170,7 @@ def test_unknown_predictor_name_is_a_clear_error(tiny_models):
 
 def test_training_writes_entry_and_card_and_resumes(tiny_models, example, tmp_path, monkeypatch):
     from app.engine.training import train_pointnet
-    from app.engine.training.point_cache import featurise
+    from app.engine.training.feature_cache import featurise_points as featurise
     from app.engine.training.datasets import LabelledCrystal
 
     monkeypatch.setenv("CRYSTAL_DESIGNER_CACHE", str(tmp_path / "cache"))

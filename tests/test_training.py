@@ -9,7 +9,7 @@ from app.engine.properties.graph import collate
 from app.engine.core.registry import load_state_dict
 from app.engine.training import train_property
 from app.engine.training.datasets import LabelledCrystal, is_validation
-from app.engine.training.graph_cache import featurise
+from app.engine.training.feature_cache import featurise_graphs as featurise
 from app.engine.training.recipes import Recipe
 
 

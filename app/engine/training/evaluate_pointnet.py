@@ -73,10 +73,10 @@ def compare_with_cgcnn(folder: Path | None = None) -> dict:
     """
     from app.engine.training.recipes import RECIPES
 
-    from app.engine.training.point_cache import featurise, validation_records
+    from app.engine.training.feature_cache import featurise_points, validation_records
 
     records = validation_records(DATASETS)
-    dataset = featurise(records)  # point clouds by the runtime featuriser
+    dataset = featurise_points(records)  # point clouds by the runtime featuriser
     _, val_rows = split_rows(dataset)
     keys = [(str(s), str(i)) for s, i in zip(dataset.sources[val_rows], dataset.ids[val_rows])]
     cgcnn = cgcnn_predictions(records, folder)

@@ -30,7 +30,7 @@ from app.engine.properties.pointnet import (PointNet, PointNetConfig, batch_to_t
                                             feature_transform_penalty)
 from app.engine.training import checkpoints
 from app.engine.training.datasets import is_validation
-from app.engine.training.point_cache import PointDataset, concatenate, load_point_dataset
+from app.engine.training.feature_cache import PointDataset, concatenate, load_point_dataset
 from app.engine.training.recipes import RECIPES
 from app.engine.training.train_property import mean_absolute_errors
 
@@ -308,7 +308,7 @@ def load_shipped(folder: Path | None = None, with_entry: bool = False):
 def evaluate(folder: Path | None = None) -> dict:
     """Validation metrics of the shipped PointNet, recomputed from its weights on point clouds
     built now from the validation crystals (the runtime featuriser)."""
-    from app.engine.training.point_cache import validation_point_dataset
+    from app.engine.training.feature_cache import validation_point_dataset
 
     dataset = validation_point_dataset(DATASETS)
     _, val_rows = split_rows(dataset)
@@ -319,13 +319,13 @@ def record_metrics(folder: Path | None = None) -> dict:
     """Recompute the shipped PointNet's validation metrics with the current point-cloud construction
     and store them in its manifest entry and card (weights unchanged)."""
     from app.engine.core.registry import load_manifest
-    from app.engine.training.point_cache import CACHE_VERSION
+    from app.engine.training.feature_cache import POINT_CACHE_VERSION
     from app.engine.training.pointnet_card import model_card
 
     folder = folder or models_dir()
     entry = dict(load_manifest(folder)[NAME])
     entry["metrics"] = evaluate(folder)
-    entry["metrics"]["point_cloud_version"] = CACHE_VERSION
+    entry["metrics"]["point_cloud_version"] = POINT_CACHE_VERSION
     entry["metrics"]["recomputed_by"] = "crystal-designer evaluate pointnet --record"
     save_manifest_entry(NAME, entry, folder)
     (folder / f"{NAME}.md").write_text(model_card(entry, []))

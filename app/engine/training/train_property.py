@@ -23,7 +23,7 @@ from app.engine.core.paths import models_dir
 from app.engine.core.property_table import METALLIC_GAP_THRESHOLD_EV
 from app.engine.training.loop import fit_epochs
 from app.engine.core.registry import load_model, load_state_dict, save_manifest_entry, sha256_of
-from app.engine.training.graph_cache import GraphDataset, load_dataset
+from app.engine.training.feature_cache import GraphDataset, load_dataset
 from app.engine.training.datasets import is_validation
 from app.engine.training.recipes import RECIPES, Recipe
 
