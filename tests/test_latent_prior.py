@@ -117,3 +117,22 @@ def test_random_mode_of_the_generator_draws_from_its_prior(tiny_models):
     plain = CrystalGenerator(device="cpu", vae=vae, predictor=generator.predictor, hull=generator.hull,
                              decile_edges=np.linspace(-3, 0, 9))
     assert plain.prior is None  # a VAE given by the caller gets no shipped prior
+
+
+def test_screening_drops_components_whose_samples_decode_invalid(fitted):
+    from app.engine.training.fit_prior import screen_components
+
+    # "Valid" where the first latent coordinate is positive: condition 0's cluster at x = -5 goes,
+    # condition 1 (clusters on the y axis, x ≈ 0) keeps some weight on both of its clusters.
+    screened, summary = screen_components(fitted, lambda z, condition: z[:, 0] > 0, samples_per_component=4)
+    samples = screened.sample(300, np.random.default_rng(4), condition=0)
+    assert np.all(samples[:, 0] > 0)
+    assert summary["components_dropped"] >= 1 and summary["samples_decoded"] > 0
+    np.testing.assert_allclose(screened.weights.sum(axis=1), 1.0)
+
+
+def test_temperature_narrows_the_components():
+    means, variances, conditions = synthetic_posteriors(np.random.default_rng(0))
+    full = fit_latent_prior(means, variances, conditions, 2, 2)
+    half = fit_latent_prior(means, variances, conditions, 2, 2, temperature=0.5)
+    np.testing.assert_allclose(half.scales, 0.5 * full.scales, rtol=1e-5)

@@ -39,6 +39,11 @@ def add_parser(commands, device_choices) -> None:
                        help="periodic-generator: write the best epoch of the checkpoint without training")
     train.add_argument("--model", default="density_vae", help="prior: the latent model (density_vae, periodic_vae)")
     train.add_argument("--components", type=int, default=16, help="prior: mixture components per condition decile")
+    train.add_argument("--temperature", type=float, default=0.5, help="prior: factor on the fitted standard deviations")
+    train.add_argument("--screen-samples", type=int, default=3,
+                       help="prior: samples per component decoded to reweight components by validity (0: none)")
+    train.add_argument("--check-only", action="store_true",
+                       help="prior: measure the shipped prior (validity with and without it, perov_5 coverage)")
     train.add_argument("--n-check", type=int, default=1000,
                        help="prior: random samples decoded with and without the prior to measure validity (0: none)")
     train.set_defaults(handler=run_train)
@@ -69,9 +74,13 @@ def add_parser(commands, device_choices) -> None:
 
 def run_train(args) -> int:
     if args.name == PRIOR:
-        from app.engine.training.fit_prior import train_prior
+        from app.engine.training.fit_prior import check_prior, train_prior
 
-        write_json(train_prior(args.model, n_components=args.components, n_check=args.n_check)["metrics"])
+        if args.check_only:
+            write_json(check_prior(args.model, n_check=args.n_check)["metrics"])
+            return 0
+        write_json(train_prior(args.model, n_components=args.components, n_check=args.n_check,
+                               temperature=args.temperature, screen_samples=args.screen_samples)["metrics"])
         return 0
     if args.name == LATENT_MAP:
         from app.engine.training.latent_map import build_latent_map

@@ -134,14 +134,21 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def compare_samplers(prior, count: int = 1000, generator: CrystalGenerator | None = None, seed: int = 0) -> dict:
-    """Random-sample validity from N(0, I) and from ``prior``, ``count`` samples each (same seeds)."""
+def compare_samplers(prior, count: int = 1000, generator: CrystalGenerator | None = None, seed: int = 0,
+                     with_coverage: bool = False) -> dict:
+    """Random-sample validity from ``prior`` and from N(0, I), ``count`` samples each (same seeds);
+    with ``with_coverage`` also the prior samples' COV-R / COV-P on perov_5 (:func:`evaluate_coverage`)."""
     own = generator is None
     generator = generator or CrystalGenerator.from_models(device="cpu")
     try:
-        report = {"standard_normal": evaluate_sampling(generator, count, seed, prior="standard_normal"),
-                  "prior": evaluate_sampling(generator, count, seed, prior=prior)}
-        report["load_average"] = load_average()
+        report = {"prior": evaluate_sampling(generator, count, seed, prior=prior, keep_structures=with_coverage)}
+        report["prior"]["load_average"] = load_average()
+        logger.info("prior samples: %s", {k: v for k, v in report["prior"].items() if k != "structures"})
+        if with_coverage:
+            report["prior_coverage"] = evaluate_coverage(report["prior"].pop("structures"))
+            logger.info("prior coverage: %s", report["prior_coverage"])
+        report["standard_normal"] = evaluate_sampling(generator, count, seed, prior="standard_normal")
+        report["standard_normal"]["load_average"] = load_average()
         return report
     finally:
         if own:

@@ -62,7 +62,8 @@ def register_posterior_source(model_name: str, source: Callable[..., Posteriors]
 
 
 def fit_latent_prior(means: np.ndarray, variances: np.ndarray | None = None, conditions: np.ndarray | None = None,
-                     n_conditions: int = 1, n_components: int = DEFAULT_COMPONENTS, seed: int = 0) -> LatentPrior:
+                     n_conditions: int = 1, n_components: int = DEFAULT_COMPONENTS, seed: int = 0,
+                     temperature: float = 1.0) -> LatentPrior:
     """Fit per-condition diagonal Gaussian mixtures to posterior means.
 
     Parameters
@@ -79,6 +80,9 @@ def fit_latent_prior(means: np.ndarray, variances: np.ndarray | None = None, con
         Components per class (fewer for classes with fewer than
         ``MIN_CELLS_PER_COMPONENT × n_components`` cells; unused slots get weight 0).
     seed : int
+    temperature : float
+        Factor on every fitted standard deviation (< 1 keeps samples nearer the components'
+        centres, where the decoder is most reliable).
 
     Returns
     -------
@@ -114,8 +118,60 @@ def fit_latent_prior(means: np.ndarray, variances: np.ndarray | None = None, con
             variance = variance + member_variance / np.maximum(responsibility.sum(axis=0), 1e-12)[:, None]
         weights[c, :k] = mixture.weights_
         centres[c, :k] = mixture.means_
-        scales[c, :k] = np.sqrt(variance)
+        scales[c, :k] = temperature * np.sqrt(variance)
     return LatentPrior(weights=weights, means=centres, scales=scales, condition_weights=np.maximum(counts, 1))
+
+
+def screen_components(prior: LatentPrior, is_valid: Callable[[np.ndarray, int], np.ndarray],
+                      samples_per_component: int = 3, seed: int = 1) -> tuple[LatentPrior, dict]:
+    """Reweight each component by the share of its samples that decode into valid crystals.
+
+    A few samples of every component are decoded (``is_valid(z, condition) -> bool array``);
+    a component's weight is multiplied by its valid share, so components sitting where the
+    decoder produces overlapping atoms are dropped. A condition class none of whose components
+    gave a valid sample keeps its fitted weights.
+
+    Returns
+    -------
+    (LatentPrior, dict)
+        The reweighted prior and a summary (samples decoded, valid share, components dropped).
+    """
+    rng = np.random.default_rng(seed)
+    weights = prior.weights.copy()
+    decoded = valid_total = dropped = 0
+    for c in range(prior.n_conditions):
+        used = np.flatnonzero(prior.weights[c] > 0)
+        components = np.repeat(used, samples_per_component)
+        noise = rng.standard_normal((len(components), prior.latent_dim))
+        z = prior.means[c, components] + prior.scales[c, components] * noise
+        valid = np.asarray(is_valid(z, c), dtype=float)
+        rate = np.bincount(components, weights=valid, minlength=prior.n_components)[used] / samples_per_component
+        decoded += len(z)
+        valid_total += int(valid.sum())
+        if rate.sum() > 0:
+            weights[c, used] = prior.weights[c, used] * rate
+            dropped += int((rate == 0).sum())
+    summary = {"samples_decoded": decoded, "valid_share": valid_total / max(decoded, 1),
+               "components_dropped": dropped, "samples_per_component": samples_per_component}
+    return LatentPrior(weights, prior.means, prior.scales, prior.condition_weights), summary
+
+
+def density_vae_validity(folder: Path | None = None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``is_valid(z, decile)`` for :func:`screen_components`: decoded by the shipped cubic generator,
+    valid when a crystal comes out with all periodic distances > 0.5 Å."""
+    from app.engine.generation.generator import CrystalGenerator, minimum_distance_ok
+
+    generator = CrystalGenerator.from_models(folder, device="cpu")
+
+    def is_valid(z: np.ndarray, decile: int) -> np.ndarray:
+        return np.array([s is not None and minimum_distance_ok(s, 0.5)
+                         for s, _, _ in generator.decode_latents(z, decile)])
+
+    is_valid.close = generator.close
+    return is_valid
+
+
+_VALIDITY = {"density_vae": density_vae_validity}
 
 
 # -- the cubic density VAE ---------------------------------------------------------------------
@@ -276,7 +332,15 @@ def prior_card(name: str, entry: dict) -> str:
              "samples from N(0, I) decode mostly into invalid crystals.",
              f"- Reproduce: `{entry['reproduce'][0]}`.", ""]
     metrics = entry.get("metrics") or {}
-    if metrics:
+    if "temperature" in metrics:
+        lines.insert(-2, f"- Temperature {metrics['temperature']:g} on the fitted standard deviations; posterior "
+                         f"variance added: {'yes' if metrics.get('posterior_variance_added') else 'no'}.")
+    screening = metrics.get("component_screening")
+    if screening:
+        lines.insert(-2, f"- Components reweighted by decoded validity: {screening['samples_per_component']} samples "
+                         f"per component ({screening['samples_decoded']} decoded, {screening['valid_share']:.1%} "
+                         f"valid), {screening['components_dropped']} components without a valid sample dropped.")
+    if metrics.get("prior"):
         lines += ["## Random samples, prior vs N(0, I)", "",
                   f"Measured by `{metrics.get('command', entry['reproduce'][0])}`"
                   f" (load average {metrics.get('load_average', '?')}).", "",
@@ -288,25 +352,82 @@ def prior_card(name: str, entry: dict) -> str:
                 lines.append(f"| {label} | {m['count']} | {m['decoded']:.1%} | {m['structural_validity']:.1%} | "
                              f"{m['compositional_validity']:.1%} | {m.get('balanced_among_valid', float('nan')):.1%} |")
         lines.append("")
+    cov = metrics.get("prior_coverage")
+    if cov:
+        lines += ["## Coverage of perov_5 by prior samples (CDVAE protocol)", "",
+                  f"{cov['samples']} samples; reference: {cov['reference']}; cutoffs structure "
+                  f"{cov['cutoffs']['structure']}, composition {cov['cutoffs']['composition']}; "
+                  f"{cov['composition_scaler']}.", "",
+                  "| reference cells | count | COV-R | COV-P |", "|---|---|---|---|"]
+        for label in ("all_reference_cells", "held_out_reference_cells"):
+            c = cov[label]
+            lines.append(f"| {label.replace('_', ' ')} | {c['reference_count']} | {c['cov_recall']:.1%} | "
+                         f"{c['cov_precision']:.1%} |")
+        lines += ["", "Published on perov_5 (COV-R / COV-P): ICSG3D 73.9 / 10.1 %, DiffCSP 99.7 / 98.3 % "
+                  "(10,000 samples).", ""]
     return "\n".join(lines)
 
 
 def train_prior(model_name: str = "density_vae", n_components: int = DEFAULT_COMPONENTS, seed: int = 0,
-                n_check: int = 1000, folder: Path | None = None) -> dict:
-    """Encode the model's training cells, fit its prior, measure random-sample validity with and
-    without it on ``n_check`` samples (0: skip) and write the prior; returns the manifest entry."""
+                n_check: int = 1000, folder: Path | None = None, temperature: float = 0.5,
+                posterior_variance: bool = False, screen_samples: int = 3) -> dict:
+    """Encode the model's training cells, fit its prior, reweight its components by decoded
+    validity (``screen_samples`` per component; 0: no screening, or the model has no validity
+    check), measure random-sample validity with and without it on ``n_check`` fresh samples
+    (0: skip) and write the prior; returns the manifest entry.
+
+    Defaults (measured on 100 samples per setting, cubic model): mixture variance of the means
+    only at temperature 0.5 gave 86 % valid samples, with the posterior variance added 76 %,
+    temperature 1 80 %; decoding the training means themselves gives 90 %.
+    """
     if model_name not in _SOURCES:
         raise ValueError(f"No posterior source for model '{model_name}' (known: {', '.join(sorted(_SOURCES))}).")
     began = time.perf_counter()
     posteriors = cached_posteriors(model_name, folder)
     logger.info("encoded %d training cells in %.0f s", len(posteriors.means), time.perf_counter() - began)
-    prior = fit_latent_prior(posteriors.means, posteriors.variances, posteriors.conditions,
-                             posteriors.n_conditions, n_components, seed)
-    metrics: dict = {"fit_seconds": round(time.perf_counter() - began, 1)}
-    command = f"crystal-designer train prior --model {model_name} --components {n_components} --n-check {n_check}"
+    prior = fit_latent_prior(posteriors.means, posteriors.variances if posterior_variance else None,
+                             posteriors.conditions, posteriors.n_conditions, n_components, seed, temperature)
+    metrics: dict = {"temperature": temperature, "posterior_variance_added": posterior_variance}
+    if screen_samples and model_name in _VALIDITY:
+        is_valid = _VALIDITY[model_name](folder)
+        try:
+            prior, metrics["component_screening"] = screen_components(prior, is_valid, screen_samples, seed + 1)
+        finally:
+            is_valid.close()
+        logger.info("component screening: %s", metrics["component_screening"])
+    metrics["fit_seconds"] = round(time.perf_counter() - began, 1)
+    command = (f"crystal-designer train prior --model {model_name} --components {n_components} "
+               f"--temperature {temperature:g} --screen-samples {screen_samples} --n-check {n_check}")
     if n_check and model_name == "density_vae":
         from app.engine.training.evaluate_generator import compare_samplers
 
-        metrics.update(compare_samplers(prior, n_check))
+        metrics.update(compare_samplers(prior, n_check, seed=1000))
         metrics["command"] = command
     return write_prior(model_name, prior, posteriors, metrics, folder, command)
+
+
+def check_prior(model_name: str = "density_vae", n_check: int = 1000, folder: Path | None = None) -> dict:
+    """Measure the shipped prior of ``model_name`` (random-sample validity with and without it on
+    ``n_check`` samples each, coverage of perov_5 by its samples) and store the figures in its
+    manifest entry and card; returns the entry."""
+    from app.engine.core.paths import models_dir
+    from app.engine.core.registry import load_manifest, save_manifest_entry
+    from app.engine.generation.prior import load_prior
+    from app.engine.training.evaluate_generator import compare_samplers
+
+    if model_name != "density_vae":
+        raise ValueError("Checking a prior by decoding samples is implemented for density_vae only.")
+    folder = folder or models_dir()
+    prior = load_prior(model_name, folder)
+    if prior is None:
+        raise ValueError(f"No prior of {model_name} ships; run crystal-designer train prior --model {model_name}.")
+    report = compare_samplers(prior, n_check, seed=1000, with_coverage=True)
+    name = prior_name(model_name)
+    entry = load_manifest(folder)[name]  # re-read right before writing: the manifest is shared
+    entry["metrics"] = {**{k: v for k, v in entry.get("metrics", {}).items()
+                           if k not in ("prior", "standard_normal", "prior_coverage")}, **report,
+                        "command": f"crystal-designer train prior --model {model_name} --check-only --n-check {n_check}",
+                        "load_average": report["prior"].get("load_average")}
+    save_manifest_entry(name, entry, folder)
+    (folder / entry["card"]).write_text(prior_card(name, entry))
+    return entry
