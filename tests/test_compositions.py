@@ -193,6 +193,16 @@ def test_cli_generate_and_structures(ding_models, capsys, tmp_path):
     assert rows[0]["cif"] and len(list((tmp_path / "cifs").glob("*.cif"))) == 1
 
 
+def test_kl_weight_rises_linearly_over_the_warm_up():
+    from app.engine.training import train_ding
+
+    steps = 100
+    assert train_ding.kl_weight_after(0, steps) == 0.0
+    half = train_ding.kl_weight_after(train_ding.KL_WARMUP_EPOCHS * steps // 2, steps)
+    assert half == pytest.approx(train_ding.KL_WEIGHT / 2)
+    assert train_ding.kl_weight_after(10 ** 6, steps) == train_ding.KL_WEIGHT
+
+
 def test_data_join_normalises_formulas_and_keeps_the_lowest_enthalpy(tmp_path, monkeypatch):
     from app.engine.training.ding_data import load_composition_data
 
@@ -243,5 +253,8 @@ def test_training_writes_entries_and_cards_and_resumes(tmp_path, monkeypatch):
     assert "0 of 1" not in (out / "ding_formation_enthalpy.md").read_text()
     again = train_ding.train_cvae(data, epochs=1, output_dir=out)  # resumes: no epoch left to train
     assert again["history"] == entry["history"]
+    second = train_ding.train_predictor("volume_per_atom", data, epochs=1, output_dir=out, continue_shipped=True)
+    assert [stage["epochs"] for stage in second["training"]["stages"]] == [1, 1]
+    assert "Training stages" in (out / "ding_volume_per_atom.md").read_text()
     generator = CompositionGenerator(folder=out, predictor=CompositionPredictor(folder=out))
     assert generator.generate({"formation_enthalpy": -2.0}, n=4).counts["samples"] == 4
