@@ -131,3 +131,24 @@ def test_scores_mae_and_f1_of_stable():
     # stable: first two; called stable: first and fourth -> precision 1/2, recall 1/2
     assert scores["count"] == 4 and scores["f1_stable"] == 0.5
     assert scores["mae_eV_per_atom"] == pytest.approx((0.05 + 0.1 + 0.05 + 0.4) / 4, abs=1e-4)
+
+
+def test_relaxed_records_place_chgnets_formation_energy_unless_asked_otherwise(tiny_hull):
+    from app.engine.generation.settings import GenerationSettings
+    from app.engine.core.errors import CrystalDesignerError
+    from app.engine.stability.formation import hull_formation
+
+    assert hull_formation(-3.0, -3.4) == (-3.4, "chgnet")
+    assert hull_formation(-3.0, -3.4, "predicted") == (-3.0, "predicted")
+    assert hull_formation(-3.0, -3.4, "mean") == (pytest.approx(-3.2), "mean")
+    assert hull_formation(-3.0, None) == (-3.0, "predicted") and hull_formation(None, None) == (None, None)
+    plain = {"formula": "SrTiO3", "formation_energy_per_atom": -3.4}
+    relaxed = {"formula": "SrTiO3", "formation_energy_per_atom": -3.4,
+               "relaxation": {"formation_energy_per_atom": -3.5}}
+    add_hull_fields([plain, relaxed], tiny_hull)
+    assert plain["e_above_hull"] == pytest.approx(0.1) and plain["hull_energy"] == "predicted"
+    assert relaxed["e_above_hull"] == pytest.approx(0.0, abs=1e-9) and relaxed["hull_energy"] == "chgnet"
+    add_hull_fields([relaxed], tiny_hull, source="predicted")
+    assert relaxed["e_above_hull"] == pytest.approx(0.1)
+    with pytest.raises(CrystalDesignerError, match="hull energy"):
+        GenerationSettings(hull_energy="dft")

@@ -3,8 +3,9 @@ test their structural novelty.
 
 After the decoder-side filters (distances, charge balance, formula, windows, uniqueness), the
 kept candidates (already deduplicated, so no crystal is relaxed twice; or every decoded one on
-request) are relaxed with CHGNet, their formation energy is predicted again on the relaxed cell
-and placed against the reference hull, and each is compared with the training crystals of its
+request) are relaxed with CHGNet, their formation energy (CHGNet's energy of the relaxed cell
+against the elemental references, or the property model's prediction on request) is placed
+against the reference hull, and each is compared with the training crystals of its
 reduced formula and with the base. The stages:
 
 ``relaxed``            the relaxation converged (or relaxation is off: everything passes)
@@ -56,7 +57,7 @@ def assess(candidates: Sequence, funnel: dict[str, int], settings, *, base, pred
         Stage counts, updated with the three stage keys.
     settings : GenerationSettings
         Uses ``relax``, ``relax_all``, ``relax_fmax`` (eV/Å), ``relax_steps``, ``max_e_above_hull``
-        (eV/atom), ``require_near_hull``, ``require_novel``.
+        (eV/atom), ``require_near_hull``, ``require_novel``, ``hull_energy``.
     base : Structure or None
     predictor : PropertyPredictor
         Predicts the relaxed cells' properties (their formation energy feeds the hull).
@@ -113,6 +114,23 @@ def _predict_relaxed(candidates: list, predictor) -> None:
             candidate.properties = dict(prediction.values)
 
 
+def hull_formation_energy(candidate, settings) -> tuple[float | None, str | None]:
+    """Formation energy per atom (eV/atom) to place ``candidate`` on the hull, or (None, why).
+
+    Relaxed candidates use ``settings.hull_energy`` (default: CHGNet's energy of the relaxed cell,
+    see ``app.engine.stability.formation``); the others the predicted one.
+    """
+    from app.engine.stability.formation import chgnet_formation_energy, hull_formation
+
+    predicted = candidate.properties.get("formation_energy_per_atom")
+    chgnet = None
+    relaxation = candidate.relaxation
+    if candidate.relaxed_structure is not None and getattr(relaxation, "energy_per_atom", None) is not None:
+        chgnet, _ = chgnet_formation_energy(candidate.relaxed_structure, relaxation.energy_per_atom)
+    formation, _source = hull_formation(predicted, chgnet, getattr(settings, "hull_energy", "predicted"))
+    return (formation, None) if formation is not None else (None, "no predicted formation energy")
+
+
 def _judge_candidate(candidate, settings, base, structure_index, hull, matcher, distinct) -> None:
     structure = final_structure(candidate)
     flags = candidate.flags
@@ -122,10 +140,10 @@ def _judge_candidate(candidate, settings, base, structure_index, hull, matcher, 
         candidate.rejection = f"relaxation failed: {relaxation.error}"
     if flags["relaxed"]:
         candidate.space_group = format_space_group(space_group(structure))
-    formation = candidate.properties.get("formation_energy_per_atom")
+    formation, problem = hull_formation_energy(candidate, settings)
     if formation is None:
         candidate.e_above_hull, candidate.decomposition = None, None
-        candidate.hull_error = "no predicted formation energy"
+        candidate.hull_error = problem
     else:
         found = hull.e_above_hull(structure.composition, formation)
         candidate.e_above_hull, candidate.decomposition, candidate.hull_error = (

@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 from app.engine.core.errors import CrystalDesignerError
 from app.engine.core.property_table import PROPERTY_KEYS
+from app.engine.stability.formation import DEFAULT_HULL_ENERGY, HULL_ENERGY_SOURCES
 
 Window = tuple[float | None, float | None]
 Windows = dict[str, Window]
@@ -186,6 +187,8 @@ class GenerationSettings:
         Threshold of the near-hull stage (eV/atom).
     require_near_hull : bool
         Whether the near-hull stage removes candidates.
+    hull_energy : str
+        Formation energy placed on the hull for relaxed candidates (:data:`HULL_ENERGY_SOURCES`).
 
     Raises
     ------
@@ -212,6 +215,7 @@ class GenerationSettings:
     relax_steps: int = 300
     max_e_above_hull: float = DEFAULT_MAX_E_ABOVE_HULL
     require_near_hull: bool = True
+    hull_energy: str = DEFAULT_HULL_ENERGY
 
     def __post_init__(self) -> None:
         self.validate()
@@ -238,6 +242,8 @@ class GenerationSettings:
                 found.append(f"Unknown property '{key}' in the property windows.")
             elif low is not None and high is not None and low > high:
                 found.append(f"The window of {key} has its minimum above its maximum.")
+        if self.hull_energy not in HULL_ENERGY_SOURCES:
+            found.append(f"The hull energy source must be one of {', '.join(HULL_ENERGY_SOURCES)}.")
         if not (_within(self.max_e_above_hull, (0.0, math.inf))):
             found.append("The energy-above-hull threshold must be a non-negative number (eV/atom).")
         if not _within(self.relax_fmax, (1e-6, math.inf)) or not _within(self.relax_steps, (1, math.inf)):

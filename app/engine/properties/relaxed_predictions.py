@@ -9,6 +9,7 @@ from app.engine.core.cancel import CancelToken, ProgressCallback
 from app.engine.io.crystal_io import ReadLimits, expand_paths, read_crystal_file
 from app.engine.properties.predict_files import prediction_record
 from app.engine.properties.predictor import PropertyPredictor
+from app.engine.stability.formation import chgnet_formation_energy
 from app.engine.stability.relax import DEFAULT_FMAX, DEFAULT_MAX_STEPS, relax_structures
 
 #: Relaxation fields copied into each record (``relaxation_`` prefix where ambiguous).
@@ -22,7 +23,8 @@ def predict_relaxed_files(paths: Sequence[str | Path], predictor: PropertyPredic
                           progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list[dict]:
     """Records like :func:`predict_files`'s, of the relaxed structures, with a ``relaxation`` dict
     (CHGNet energy eV/atom, steps, largest force eV/Å, volume change %, RMS displacement Å, space
-    groups before/after, still matching) or an ``error`` starting "relaxation failed: "."""
+    groups before/after, still matching, CHGNet formation energy eV/atom) or an ``error`` starting
+    "relaxation failed: "."""
     files, problems = expand_paths(paths)
     crystals = list(problems)
     for path in files:
@@ -51,5 +53,8 @@ def predict_relaxed_files(paths: Sequence[str | Path], predictor: PropertyPredic
         record["model"] = getattr(predictor, "model_name", "cgcnn")
         record["relaxation"] = None if result is None or result.error else {
             key: getattr(result, key) for key in RELAXATION_FIELDS}
+        if record["relaxation"] is not None:  # CHGNet's formation energy of the relaxed cell (eV/atom)
+            record["relaxation"]["formation_energy_per_atom"] = chgnet_formation_energy(
+                result.structure, result.energy_per_atom)[0]
         records.append(record)
     return records

@@ -27,6 +27,25 @@ logger = logging.getLogger(__name__)
 
 REFERENCES_FILE = "element_references.json"
 
+#: Where the formation energy of a relaxed crystal placed on the hull comes from: ``{key: text}``
+#: (unrelaxed crystals always use the predicted one). ``crystal-designer evaluate hull`` compares them.
+HULL_ENERGY_SOURCES = {
+    "chgnet": "CHGNet energy of the relaxed cell minus the elemental references",
+    "predicted": "formation energy predicted by the property model",
+    "mean": "mean of the CHGNet and the predicted formation energies",
+}
+DEFAULT_HULL_ENERGY = "chgnet"
+
+
+def hull_formation(predicted: float | None, chgnet: float | None, source: str = DEFAULT_HULL_ENERGY):
+    """The formation energy (eV/atom) to place on the hull and the source used (a key of
+    :data:`HULL_ENERGY_SOURCES`); the predicted one when CHGNet's is missing. (None, None) if neither."""
+    if source == "predicted" or chgnet is None:
+        return (predicted, "predicted") if predicted is not None else (None, None)
+    if source == "mean" and predicted is not None:
+        return (predicted + chgnet) / 2, "mean"
+    return chgnet, "chgnet"
+
 
 @lru_cache(maxsize=4)
 def element_reference_energies(folder: Path | None = None) -> dict[str, float]:

@@ -196,19 +196,28 @@ def _dense(data) -> np.ndarray:
     return fractions
 
 
-def add_hull_fields(records: list[dict], hull: "ReferenceHull | None", hull_problem: str | None = None) -> None:
-    """Give each prediction record ``e_above_hull`` (eV/atom), ``decomposition`` and ``hull_error``.
+def add_hull_fields(records: list[dict], hull: "ReferenceHull | None", hull_problem: str | None = None,
+                    source: str | None = None) -> None:
+    """Give each prediction record ``e_above_hull`` (eV/atom), ``decomposition``, ``hull_error``
+    and ``hull_energy`` (which formation energy was placed: a key of ``HULL_ENERGY_SOURCES``).
 
-    Uses the record's ``formula`` and predicted ``formation_energy_per_atom``; with no ``hull``
-    every record gets ``hull_problem`` as its reason.
+    Uses the record's ``formula`` and predicted ``formation_energy_per_atom``, or for a relaxed
+    record (``relaxation.formation_energy_per_atom``, CHGNet's) the ``source`` route (default
+    ``DEFAULT_HULL_ENERGY``); with no ``hull`` every record gets ``hull_problem`` as its reason.
     """
+    from app.engine.stability.formation import DEFAULT_HULL_ENERGY, hull_formation
+
     for record in records:
+        relaxation = record.get("relaxation") or {}
+        energy, used = hull_formation(record.get("formation_energy_per_atom"),
+                                      relaxation.get("formation_energy_per_atom"), source or DEFAULT_HULL_ENERGY)
         if hull is None:
             result = HullResult(None, None, hull_problem or "no reference hull in this installation")
-        elif record.get("formula") is None or record.get("formation_energy_per_atom") is None:
+        elif record.get("formula") is None or energy is None:
             result = HullResult(None, None, "no predicted formation energy")
         else:
-            result = hull.e_above_hull(record["formula"], record["formation_energy_per_atom"])
+            result = hull.e_above_hull(record["formula"], energy)
         record["e_above_hull"] = result.e_above_hull
         record["decomposition"] = result.decomposition
         record["hull_error"] = result.error
+        record["hull_energy"] = used if result.error is None else None

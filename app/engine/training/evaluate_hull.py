@@ -10,7 +10,8 @@ Routes to a formation energy:
 - ``chgnet_mp2020``: the same after pymatgen's ``MaterialsProject2020Compatibility`` (what a
   raw GGA/GGA+U energy would need; applied to CHGNet it counts the corrections twice);
 - ``chgnet_fitted_offsets``: CHGNet with per-element offsets fitted by least squares on training
-  crystals (a calibration to the legacy MP formation energies of the hull).
+  crystals (a calibration to the legacy MP formation energies of the hull);
+- ``mean_cgcnn_chgnet``: the mean of ``cgcnn`` and ``chgnet`` (two independent estimates).
 
 Inputs: the MP (DFT-relaxed) structures; the same strained by 3 % and rattled by 0.05 Å, as
 decoded candidates come (unrelaxed); and those relaxed with CHGNet. Stable means E_hull <= 0.
@@ -175,10 +176,12 @@ def evaluate_hull(n_chgnet: int = 300, n_fit: int = 500, n_relax: int = 300, see
     def routes(inputs: list, energies) -> dict:
         predicted = predictor.predict(inputs)
         cgcnn = [np.nan if isinstance(p, Exception) else p["formation_energy_per_atom"] for p in predicted]
-        return {"cgcnn": np.array(cgcnn, dtype=float),
-                "chgnet": _corrected(chgnet_formation_energy, inputs, energies),
-                "chgnet_mp2020": _corrected(mp2020_formation_energy, inputs, energies),
-                "chgnet_fitted_offsets": chgnet_formation(inputs, energies, offsets)}
+        out = {"cgcnn": np.array(cgcnn, dtype=float),
+               "chgnet": _corrected(chgnet_formation_energy, inputs, energies),
+               "chgnet_mp2020": _corrected(mp2020_formation_energy, inputs, energies),
+               "chgnet_fitted_offsets": chgnet_formation(inputs, energies, offsets)}
+        out["mean_cgcnn_chgnet"] = (out["cgcnn"] + out["chgnet"]) / 2
+        return out
 
     formation = {"mp_structures": routes(mp_structures, chgnet_energies(mp_structures, device=device))}
     subset = list(range(min(n_relax, len(held))))
