@@ -301,8 +301,11 @@ def write_prior(model_name: str, prior: LatentPrior, posteriors: Posteriors, met
         "architecture": {"format": "npz", "arrays": ["format", "weights", "means", "scales", "condition_weights"],
                          "model": model_name, "n_conditions": prior.n_conditions,
                          "n_components": prior.n_components, "latent_dim": prior.latent_dim,
-                         "covariance": "diagonal; component variance = mixture variance of the posterior means "
-                                       "+ mean posterior variance of its members"},
+                         "covariance": "diagonal" + ("; component variance = mixture variance of the posterior "
+                                                     "means + mean posterior variance of its members"
+                                                     if metrics.get("posterior_variance_added", True) else
+                                                     "; mixture variance of the posterior means"),
+                         "temperature": metrics.get("temperature", 1.0)},
         "units": {"means": "latent units", "scales": "latent units (standard deviation)"},
         "data": {**posteriors.description.get("data", {}), "condition": posteriors.description.get("condition")},
         "split": posteriors.description.get("split", {}),
@@ -413,7 +416,6 @@ def check_prior(model_name: str = "density_vae", n_check: int = 1000, folder: Pa
     from app.engine.core.paths import models_dir
     from app.engine.core.registry import load_manifest, save_manifest_entry
     from app.engine.generation.prior import load_prior
-    from app.engine.training.evaluate_generator import compare_samplers
 
     if model_name != "density_vae":
         raise ValueError("Checking a prior by decoding samples is implemented for density_vae only.")
@@ -421,13 +423,30 @@ def check_prior(model_name: str = "density_vae", n_check: int = 1000, folder: Pa
     prior = load_prior(model_name, folder)
     if prior is None:
         raise ValueError(f"No prior of {model_name} ships; run crystal-designer train prior --model {model_name}.")
-    report = compare_samplers(prior, n_check, seed=1000, with_coverage=True)
+    from app.engine.generation.generator import CrystalGenerator
+    from app.engine.training.evaluate_generator import evaluate_coverage, evaluate_sampling, load_average
+
+    command = f"crystal-designer train prior --model {model_name} --check-only --n-check {n_check}"
     name = prior_name(model_name)
-    entry = load_manifest(folder)[name]  # re-read right before writing: the manifest is shared
-    entry["metrics"] = {**{k: v for k, v in entry.get("metrics", {}).items()
-                           if k not in ("prior", "standard_normal", "prior_coverage")}, **report,
-                        "command": f"crystal-designer train prior --model {model_name} --check-only --n-check {n_check}",
-                        "load_average": report["prior"].get("load_average")}
-    save_manifest_entry(name, entry, folder)
-    (folder / entry["card"]).write_text(prior_card(name, entry))
-    return entry
+
+    def record(update: dict) -> dict:
+        entry = load_manifest(folder)[name]  # re-read right before writing: the manifest is shared
+        entry["metrics"] = {**entry.get("metrics", {}), **update, "command": command}
+        save_manifest_entry(name, entry, folder)
+        (folder / entry["card"]).write_text(prior_card(name, entry))
+        return entry
+
+    # Figures are recorded as soon as each is measured (the N(0, I) baseline comes last).
+    generator = CrystalGenerator.from_models(folder, device="cpu", prior=prior)
+    try:
+        sampled = evaluate_sampling(generator, n_check, 1000, prior=prior, keep_structures=True)
+        structures = sampled.pop("structures")
+        sampled["load_average"] = load_average()
+        entry = record({"prior": sampled, "load_average": sampled["load_average"]})
+        logger.info("prior samples: %s", sampled)
+        entry = record({"prior_coverage": evaluate_coverage(structures)})
+        baseline = evaluate_sampling(generator, n_check, 1000, prior="standard_normal")
+        baseline["load_average"] = load_average()
+        return record({"standard_normal": baseline})
+    finally:
+        generator.close()
