@@ -66,6 +66,8 @@ class DesignController(QObject):
     generation_progress = Signal(int, int, int)
     generation_finished = Signal(object, str)
     models_changed = Signal(dict)
+    #: Relaxation of the kept candidates: structures done, total, the engine's message.
+    generation_relaxing = Signal(int, int, str)
 
     def __init__(self, model: ResultsModel, client: WorkerClient, settings: AppSettings, parent=None) -> None:
         super().__init__(parent)
@@ -236,7 +238,10 @@ class DesignController(QObject):
                 new.append(rec.candidate_record(payload, base_name))
             self.model.add(new)
 
-        def on_progress(done: int, total_: int, _message: str) -> None:
+        def on_progress(done: int, total_: int, message: str) -> None:
+            if message.startswith("relaxing"):  # the last stages: CHGNet relaxation of the kept candidates
+                self.generation_relaxing.emit(done, total_, message)
+                return
             counts["done"] = done
             self.generation_progress.emit(done, total_, counts["kept"])
 

@@ -225,13 +225,22 @@ class GeneratePanel(QWidget):
     def set_running(self, running: bool, total: int = 0) -> None:
         self._running = running
         if running:
+            self.progress.setFormat("%v / %m samples")
             self.progress.setRange(0, max(total, 1))
             self.progress.setValue(0)
             self.status.setText("Starting…")
             self.funnel.clear()
         self._update_enabled()
 
+    def set_relaxing(self, done: int, total: int, message: str) -> None:
+        """Progress of the CHGNet relaxation of the kept candidates (after every sample is decoded)."""
+        self.progress.setFormat("%v / %m relaxed")
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.status.setText(f"Relaxing {total:,} kept candidate{'s' if total != 1 else ''} with CHGNet: {message}")
+
     def set_progress(self, done: int, total: int, kept: int) -> None:
+        self.progress.setFormat("%v / %m samples")
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
         self.status.setText(f"{done:,} of {total:,} samples, {kept:,} kept")

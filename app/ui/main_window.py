@@ -211,6 +211,7 @@ class MainWindow(QMainWindow):
         c.structures_arrived.connect(self._on_structures_arrived)
         c.generation_started.connect(self._on_generation_started)
         c.generation_progress.connect(self.generate_panel.set_progress)
+        c.generation_relaxing.connect(self.generate_panel.set_relaxing)
         c.generation_finished.connect(self._on_generation_finished)
         c.models_changed.connect(self.status.set_models)
 

@@ -167,14 +167,14 @@ def _candidate_payload(candidate) -> dict:
         "n_sites": len(candidate.structure) if candidate.structure is not None else None,
         "structure": None, "cif": None, "density": None, "space_group": None,
         "relaxed_structure": None, "relaxed_cif": None, "stability": stability_record(candidate),
-        "latent": None,
+        # Set by the generator for candidates that passed the filters before relaxation (the latent map).
+        "latent": getattr(candidate, "latent", None),
     }
     if candidate.kept and candidate.structure is not None:
         from pymatgen.io.cif import CifWriter
 
         payload.update(structure=candidate.structure, cif=str(CifWriter(candidate.structure)),
-                       density=candidate.density, space_group=candidate.space_group,
-                       latent=getattr(candidate, "latent", None))
+                       density=candidate.density, space_group=candidate.space_group)
         if candidate.relaxed_structure is not None:
             payload.update(relaxed_structure=candidate.relaxed_structure,
                            relaxed_cif=str(CifWriter(candidate.relaxed_structure)))

@@ -1,15 +1,23 @@
-"""Regenerate the README screenshots: the window with a density isosurface, the viewer, a powder pattern.
+"""Regenerate the README screenshots: the window, a density isosurface, a powder pattern, the latent map.
 
 Run under a display from the repository root::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python resources/screenshots/make_screenshots.py
 
 Uses the shipped models through the worker process and a temporary settings/session folder,
-so the user's own settings are untouched.
+so the user's own settings are untouched. It opens the bundled examples, generates
+``--samples`` candidates around SrTiO3 (relaxed with CHGNet), then saves:
+
+- ``main-window.png``: the window with NaCl's density isosurface and the Results table
+  (E_hull and decomposition of the library rows and kept candidates, the funnel and S.U.N. count);
+- ``density-isosurface.png``: File → Export image of NaCl's isosurface and slices;
+- ``powder-xrd.png``: simulated patterns of three examples;
+- ``latent-map.png``: the training cells' latent map with SrTiO3 and its candidates.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import tempfile
@@ -20,7 +28,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-async def _wait_for(predicate, timeout: float = 300.0) -> None:
+async def _wait_for(predicate, timeout: float = 600.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
@@ -29,7 +37,7 @@ async def _wait_for(predicate, timeout: float = 300.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def make(window, app) -> None:
+async def make(window, app, samples: int) -> None:
     from app.engine.core.paths import examples_dir
 
     examples = examples_dir()
@@ -37,17 +45,25 @@ async def make(window, app) -> None:
     records = await window.open_paths([str(examples / name) for name in
                                        ("SrTiO3.cif", "NaCl.cif", "CsCl.cif", "GaAs.cif", "TiO2_rutile.cif")])
     window.library.select([records[0]])
+    if samples:
+        panel = window.generate_panel
+        panel.count.setValue(samples)
+        await _wait_for(panel.generate_button.isEnabled)
+        task = window.start_generation()
+        await asyncio.wait([task])
+    window.results.kept_only.setChecked(True)  # library rows (with E_hull) and the kept candidates
+    latent = window.plots.show_latent_map()  # SrTiO3 (selected) as the base, with its candidates
+    await _wait_for(lambda: latent.task.done())
+    latent.export_figure(HERE / "latent-map.png")
+    latent.close()
+
+    window.library.select([records[1]])  # NaCl: its isosurface encloses the atoms at the default level
+    window.viewer.show_density.setChecked(True)
     await window.viewer.wait_density()
-    window.viewer.show_density.setChecked(False)
-    window.viewer.show_polyhedra.setChecked(True)
     await asyncio.sleep(0.5)
     app.processEvents()
     window.grab().save(str(HERE / "main-window.png"))
-    window.library.select([records[1]])
-    await window.viewer.wait_density()
-    window.viewer.show_polyhedra.setChecked(False)
-    window.viewer.show_density.setChecked(True)
-    await window.viewer.wait_density()
+
     window.viewer.show_slices.setChecked(True)
     await asyncio.sleep(0.3)
     window.viewer.export_image(str(HERE / "density-isosurface.png"), (1200, 900))
@@ -65,6 +81,9 @@ def main() -> int:
     from app.settings import AppSettings
     from app.ui.main_window import MainWindow
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=48, help="candidates generated around SrTiO3 (0: none)")
+    args = parser.parse_args()
     app = QApplication([])
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
@@ -75,7 +94,8 @@ def main() -> int:
         window.show()
         window.start()
         try:
-            loop.run_until_complete(asyncio.wait_for(make(window, app), 600))
+            with loop:  # closing the loop also stops its executor threads (XRD runs in one)
+                loop.run_until_complete(asyncio.wait_for(make(window, app, args.samples), 1500))
         finally:
             window.close()
     return 0

@@ -48,13 +48,15 @@ def test_latent_map_shows_training_cells_base_and_candidates(tiny_models, window
     candidates = [candidate_record(kept_candidate_payload(base.structure, index=i), "NaCl.cif") for i in range(3)]
     for offset, candidate in enumerate(candidates):
         candidate.latent = np.full(8, 0.1 * offset, dtype=np.float32)
+    candidates[2].kept = False  # relaxed, then found far from the hull: still on the map, crossed
     window.model.add(candidates)
     plot = window.plots.show_latent_map()
     run(wait_until(lambda: plot.task.done(), timeout=60, message="latent map"))
     plot.task.result()
     kinds = plot.table["kind"]
     assert kinds.count("training cell") + kinds.count("validation cell") == 40
-    assert kinds.count("candidate") == 3 and kinds.count("base") == 1
+    assert kinds.count("candidate") == 2 and kinds.count("base") == 1
+    assert kinds.count("candidate (rejected in the last stages)") == 1
     assert plot.table["name"][kinds.index("base")] == base.name
     assert plot.message.text() == ""  # the map fits this encoder; every candidate has its latent
     assert _drawn_pixels(plot) > 0.02

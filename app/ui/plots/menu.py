@@ -87,7 +87,7 @@ class PlotsMenu:
 
         window = self.window
         bases = [r for r in window.library.selected_records() if r.get_structure() is not None]
-        candidates = [r for r in window.model.records if r.is_candidate and r.kept]
+        candidates = [r for r in window.model.records if r.is_candidate and (r.kept or r.latent is not None)]
         plot = self._keep(LatentMapPlot())
         plot.task = asyncio.ensure_future(plot.compute(window.client, bases, candidates))
         return plot
