@@ -171,7 +171,23 @@ def density_vae_validity(folder: Path | None = None) -> Callable[[np.ndarray, in
     return is_valid
 
 
-_VALIDITY = {"density_vae": density_vae_validity}
+def periodic_vae_validity(folder: Path | None = None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``is_valid(z, decile)`` for :func:`screen_components` with the shipped ``periodic_vae``."""
+    from app.engine.core.registry import load_model
+    from app.engine.generation.generator import minimum_distance_ok
+    from app.engine.generation.periodic_model import decode_latent, structures_from_decoded
+
+    model, _ = load_model("periodic_vae", folder)
+
+    def is_valid(z: np.ndarray, decile: int) -> np.ndarray:
+        decoded = structures_from_decoded(*decode_latent(model, z, [decile] * len(z)))
+        return np.array([s is not None and minimum_distance_ok(s, 0.5) for s in decoded])
+
+    is_valid.close = lambda: None
+    return is_valid
+
+
+_VALIDITY = {"density_vae": density_vae_validity, "periodic_vae": periodic_vae_validity}
 
 
 # -- the cubic density VAE ---------------------------------------------------------------------
