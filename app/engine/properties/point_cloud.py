@@ -79,7 +79,6 @@ def point_cloud(structure) -> PointCloud:
         Empty, disordered, non-finite or degenerate structures, or elements beyond Z = 100.
     """
     require_predictable(structure)
-    cart = np.asarray(structure.cart_coords, dtype=np.float64)
     atomic_numbers = np.array([site.specie.Z for site in structure], dtype=np.int16)
     if atomic_numbers.max() > MAX_Z:
         raise StructureReadError(f"Elements beyond Z = {MAX_Z} have no feature vector.")
