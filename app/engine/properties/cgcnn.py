@@ -68,8 +68,9 @@ class GatedConvolution(nn.Module):
         self.atom_norm = nn.BatchNorm1d(atom_dim)
 
     def forward(
-        self, atoms: torch.Tensor, neighbor_index: torch.Tensor, edges: torch.Tensor, mask: torch.Tensor
+        self, atoms: torch.Tensor, neighbor_index: torch.Tensor, edges: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
+        """New atom vectors; ``mask`` None means every neighbour slot is a real neighbour."""
         n_atoms, n_neighbors = neighbor_index.shape
         if self.training:
             z = (
@@ -78,10 +79,14 @@ class GatedConvolution(nn.Module):
                 + self.edge_linear(edges)
             )
             z = self.edge_norm(z.reshape(n_atoms * n_neighbors, -1)).reshape(n_atoms, n_neighbors, -1)
+            gate, core = z.chunk(2, dim=-1)
+            messages = torch.sigmoid(gate) * F.softplus(core)
         else:
             z = self._folded_edge_terms(atoms, neighbor_index, edges)
-        gate, core = z.chunk(2, dim=-1)
-        messages = torch.sigmoid(gate) * F.softplus(core) * mask[..., None]
+            gate, core = z.chunk(2, dim=-1)
+            messages = gate.sigmoid_().mul_(F.softplus(core))  # z is this call's own: no copies
+        if mask is not None:
+            messages = messages * mask[..., None]
         return F.softplus(atoms + self.atom_norm(messages.sum(dim=1)))
 
     def _folded_edge_terms(self, atoms: torch.Tensor, neighbor_index: torch.Tensor,
@@ -96,7 +101,8 @@ class GatedConvolution(nn.Module):
         neighbor_terms = F.linear(atoms, self.neighbor_linear.weight * scale[:, None])
         z = F.linear(edges, self.edge_linear.weight * scale[:, None]).reshape(n_atoms, n_neighbors, -1)
         # In-place adds on the contiguous edge tensor: broadcasting three-way adds was 40 % of the time.
-        z += torch.index_select(neighbor_terms, 0, neighbor_index.reshape(-1)).reshape(n_atoms, n_neighbors, -1)
+        # The gather as an embedding look-up: the same rows, half the time of index_select in bfloat16.
+        z += F.embedding(neighbor_index, neighbor_terms)
         z += self_terms[:, None, :]
         return z
 
@@ -143,8 +149,12 @@ class CGCNN(nn.Module):
         if edges is None or self.training:
             edges = self.expand_distances(batch["neighbor_distance"])
             if not self.training and not torch.is_grad_enabled():
+                if torch.is_autocast_enabled("cpu"):  # cast once, not in each of the convolutions
+                    edges = edges.to(torch.get_autocast_dtype("cpu"))
                 batch[edge_key] = edges
-        mask = batch["neighbor_mask"].to(atoms.dtype)
+        mask = batch["neighbor_mask"]
+        # With an 8 Å cutoff nearly every atom has its 12 neighbours: skip multiplying by ones.
+        mask = None if not self.training and bool(mask.all()) else mask.to(atoms.dtype)
         for convolution in self.convolutions:
             atoms = convolution(atoms, batch["neighbor_index"], edges, mask)
         crystal_index = batch["crystal_index"]
