@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/generate_throughput.py [--n 1000] [--base resources/examples/SrTiO3.cif]
+    .venv/bin/python benchmarks/generate_throughput.py [--n 600] [--base resources/examples/SrTiO3.cif]
 
 Prints valid candidates (all distances > 0.5 Å) per second, kept candidates, the funnel and the
 peak resident memory of the process and of the largest segmentation worker (decoded maps are
@@ -59,7 +59,7 @@ def main() -> None:
     import torch  # here, not at the top: spawned segmentation workers re-import this script
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--base", default=str(examples_dir() / "SrTiO3.cif"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -90,6 +90,7 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_rss_worker_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "peak_rss_all_processes_mb": round(sampler.peak, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }, indent=2))
 
 
