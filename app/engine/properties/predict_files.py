@@ -120,6 +120,7 @@ def predict_files(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     featurise: Callable | None = None,
+    on_records: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """Prediction records for every structure under ``paths`` (see :func:`prediction_record`).
 
@@ -130,6 +131,10 @@ def predict_files(
     ``predictor`` may be a function that loads one: it is then called once the file readers have
     started, so loading the models overlaps with reading (whole-process start-up is ~1.5 s).
     Batches are predicted while later files are still being read.
+
+    ``on_records``, when given, is called with each run of records as soon as they are complete
+    (every record exactly once, in order), e.g. to place them on the hull while later files are
+    still being read rather than all at the end.
     """
     # The model input of the predictor (graph for CGCNN, point cloud for PointNet), built by the readers.
     featurise = featurise or getattr(predictor, "featurise", graph_for_prediction)
@@ -140,6 +145,8 @@ def predict_files(
     if not isinstance(predictor, PropertyPredictor):
         predictor = predictor()
     _leave_cores_to_readers(paths, workers)
+    model_name = getattr(predictor, "model_name", "cgcnn")
+    reported = 0
     for entry in itertools.chain([first] if first is not None else [], entries):
         crystal, graph = entry
         records.append(_disordered_record(predictor, crystal) if _is_disordered(crystal)
@@ -148,16 +155,28 @@ def predict_files(
             pending.append((len(records) - 1, crystal, graph))
         if len(pending) >= batch_size:
             _predict_pending(predictor, pending, records, batch_size)
+            reported = _report(records, reported, model_name, on_records)
             if progress is not None:
                 progress(len(records), len(records), "predicting properties")
         if cancel is not None:
             cancel.raise_if_cancelled()
     _predict_pending(predictor, pending, records, batch_size)
+    _report(records, reported, model_name, on_records)
     if progress is not None:
         progress(len(records), len(records), "predicting properties")
-    for record in records:
-        record["model"] = getattr(predictor, "model_name", "cgcnn")
     return records
+
+
+def _report(records: list[dict], reported: int, model_name: str,
+            on_records: Callable[[list[dict]], None] | None) -> int:
+    """Finish the records completed since ``reported`` (their ``model``) and hand them to
+    ``on_records``; returns the new count of finished records."""
+    done = records[reported:]
+    for record in done:
+        record["model"] = model_name
+    if on_records is not None and done:
+        on_records(done)
+    return len(records)
 
 
 def _is_disordered(crystal: LoadedCrystal) -> bool:
