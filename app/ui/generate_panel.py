@@ -234,16 +234,23 @@ class GeneratePanel(QWidget):
 
     def set_relaxing(self, done: int, total: int, message: str) -> None:
         """Progress of the CHGNet relaxation of the kept candidates (after every sample is decoded)."""
-        self.progress.setFormat("%v / %m relaxed")
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+        self._set_bar("%v / %m relaxed", done, total)
         self.status.setText(f"Relaxing {total:,} kept candidate{'s' if total != 1 else ''} with CHGNet: {message}")
 
     def set_progress(self, done: int, total: int, kept: int) -> None:
-        self.progress.setFormat("%v / %m samples")
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
+        self._set_bar("%v / %m samples", done, total)
         self.status.setText(f"{done:,} of {total:,} samples, {kept:,} kept")
+
+    def _set_bar(self, text: str, done: int, total: int) -> None:
+        # QProgressBar.setValue repaints at once (tens of ms on a busy software display); with updates
+        # off it is only marked dirty and painted with the rest of the window in the next pass.
+        self.progress.setUpdatesEnabled(False)
+        try:
+            self.progress.setFormat(text)
+            self.progress.setRange(0, max(total, 1))
+            self.progress.setValue(done)
+        finally:
+            self.progress.setUpdatesEnabled(True)
 
     def show_funnel(self, funnel: dict[str, int]) -> None:
         """The funnel counts, then the S.U.N. count (stable, unique and novel) when the run has one."""
