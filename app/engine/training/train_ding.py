@@ -216,7 +216,7 @@ def train_cvae(data: CompositionData, epochs: int = CVAE_EPOCHS, fresh: bool = F
 
 
 def _common_entry(data: CompositionData, epochs: int, state: dict, learning_rate: float,
-                  batch_size: int = BATCH_SIZE) -> dict:
+                  batch_size: int = BATCH_SIZE, start: str = "He-normal initialisation") -> dict:
     return {
         "data": {"dataset": "compositions/oqmd", "sources": [SOURCE], "preparation": data.report,
                  "plausible_ranges": {k: list(v) for k, v in PLAUSIBLE_RANGES.items()}},
@@ -226,7 +226,7 @@ def _common_entry(data: CompositionData, epochs: int, state: dict, learning_rate
         "history": [{k: v for k, v in h.items()} for h in state["history"]],
         "created": time.strftime("%Y-%m-%d"),
         "training_settings": {"optimizer": f"AdamW (weight decay {WEIGHT_DECAY}), one-cycle schedule per step "
-                                           "(10 % warm-up, cosine decay), He-normal initialisation",
+                                           f"(10 % warm-up, cosine decay), {start}",
                               "learning_rate": learning_rate, "batch_size": batch_size},
     }
 
@@ -244,7 +244,10 @@ def _write_predictor(prop, model, metrics, state, epochs, data, output_dir: Path
              "architecture": {"property": prop, "vocabulary": list(VOCABULARY), "max_count": BLOCK - 1,
                               "layers": [list(layer) for layer in PREDICTOR_LAYERS],
                               "target_mean": float(model.target_mean), "target_std": float(model.target_std)},
-             "units": {prop: UNITS[prop]}, **_common_entry(data, epochs, state, learning_rate),
+             "units": {prop: UNITS[prop]},
+             **_common_entry(data, epochs, state, learning_rate,
+                             start="started from the shipped weights" if len(stages or []) > 1 else
+                             "He-normal initialisation"),
              "training": {"loss": "L1 (MAE) on the standardised property", "stages": stages or []},
              "metrics": metrics, "card": f"{name}.md"}
     save_manifest_entry(name, entry, output_dir)
