@@ -181,7 +181,7 @@ def _true_structure(dataset: PeriodicDataset, row: int):
 
 @torch.no_grad()
 def evaluate_reconstruction(model: PeriodicVAE, dataset: PeriodicDataset, rows: np.ndarray, deciles: np.ndarray,
-                            batch_size: int = 32) -> dict:
+                            batch_size: int = 32, threshold: float | None = None, vote: bool = False) -> dict:
     """Reconstruction through the VAE (z = μ) of some cells.
 
     Returns the StructureMatcher match rate (stol 0.5, ltol 0.3, angle 10°), the mean absolute
@@ -203,7 +203,7 @@ def evaluate_reconstruction(model: PeriodicVAE, dataset: PeriodicDataset, rows: 
             predicted_lattice = params_to_lattice(lattice[n])
             length_error += float(np.abs(np.array(predicted_lattice.abc) - np.array(truth.lattice.abc)).mean())
             angle_error += float(np.abs(np.array(predicted_lattice.angles) - np.array(truth.lattice.angles)).mean())
-            decoded = structure_from_maps(decoded_density[n], decoded_species[n], lattice[n])
+            decoded = structure_from_maps(decoded_density[n], decoded_species[n], lattice[n], threshold, vote)
             if decoded is None:
                 continue
             right_count += len(decoded) == len(truth)
