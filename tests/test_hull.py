@@ -109,7 +109,7 @@ def test_evaluation_figures_go_to_the_hull_entry_and_card_only(tmp_path):
     save_manifest_entry("reference_hull", {"file": "reference_hull.npz", "metrics": {"load_seconds": 0.2},
                                            "data": {"rows": 5, "distinct_formulas": 4, "hull_phases": 3}}, tmp_path)
     save_manifest_entry("other", {"file": "other.pt", "metrics": {"mae": 1.0}}, tmp_path)
-    report = {"held_out": 10, "max_sites": 24, "relaxed": 9, "best_by_mae": "chgnet/relaxed", "seconds": 5.0,
+    report = {"held_out": 10, "max_sites": 24, "relaxed_count": 9, "best_by_mae": "chgnet/relaxed", "seconds": 5.0,
               "cpu_seconds": 4.0, "load_average_1min_at_end": 1.5,
               "relaxed_subset_all_inputs": {"chgnet/relaxed": {"count": 9, "mae_eV_per_atom": 0.05, "f1_stable": 0.8},
                                             "cgcnn/relaxed": {"count": 9, "mae_eV_per_atom": 0.09, "f1_stable": 0.6}}}
@@ -119,7 +119,7 @@ def test_evaluation_figures_go_to_the_hull_entry_and_card_only(tmp_path):
     assert stored["best_by_mae"] == "chgnet/relaxed" and stored["routes"]["cgcnn/relaxed"]["f1_stable"] == 0.6
     assert manifest["reference_hull"]["metrics"]["load_seconds"] == 0.2 and manifest["other"]["metrics"] == {"mae": 1.0}
     card = (tmp_path / "reference_hull.md").read_text()
-    assert "| chgnet/relaxed | 0.05 | 0.8 |" in card and "evaluate hull" in card
+    assert "| chgnet/relaxed | 9 | 0.05 | 0.8 |" in card and "evaluate hull" in card
 
 
 def test_scores_mae_and_f1_of_stable():
@@ -133,12 +133,12 @@ def test_scores_mae_and_f1_of_stable():
     assert scores["mae_eV_per_atom"] == pytest.approx((0.05 + 0.1 + 0.05 + 0.4) / 4, abs=1e-4)
 
 
-def test_relaxed_records_place_chgnets_formation_energy_unless_asked_otherwise(tiny_hull):
+def test_relaxed_records_place_the_mean_of_chgnet_and_predicted_formation_energies_unless_asked_otherwise(tiny_hull):
     from app.engine.generation.settings import GenerationSettings
     from app.engine.core.errors import CrystalDesignerError
     from app.engine.stability.formation import hull_formation
 
-    assert hull_formation(-3.0, -3.4) == (-3.4, "chgnet")
+    assert hull_formation(-3.0, -3.4, "chgnet") == (-3.4, "chgnet")
     assert hull_formation(-3.0, -3.4, "predicted") == (-3.0, "predicted")
     assert hull_formation(-3.0, -3.4, "mean") == (pytest.approx(-3.2), "mean")
     assert hull_formation(-3.0, None) == (-3.0, "predicted") and hull_formation(None, None) == (None, None)
@@ -147,8 +147,10 @@ def test_relaxed_records_place_chgnets_formation_energy_unless_asked_otherwise(t
                "relaxation": {"formation_energy_per_atom": -3.5}}
     add_hull_fields([plain, relaxed], tiny_hull)
     assert plain["e_above_hull"] == pytest.approx(0.1) and plain["hull_energy"] == "predicted"
-    assert relaxed["e_above_hull"] == pytest.approx(0.0, abs=1e-9) and relaxed["hull_energy"] == "chgnet"
+    assert relaxed["e_above_hull"] == pytest.approx(0.05) and relaxed["hull_energy"] == "mean"  # the default
     add_hull_fields([relaxed], tiny_hull, source="predicted")
     assert relaxed["e_above_hull"] == pytest.approx(0.1)
+    add_hull_fields([relaxed], tiny_hull, source="chgnet")
+    assert relaxed["e_above_hull"] == pytest.approx(0.0, abs=1e-9) and relaxed["hull_energy"] == "chgnet"
     with pytest.raises(CrystalDesignerError, match="hull energy"):
         GenerationSettings(hull_energy="dft")

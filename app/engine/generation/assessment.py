@@ -3,9 +3,9 @@ test their structural novelty.
 
 After the decoder-side filters (distances, charge balance, formula, windows, uniqueness), the
 kept candidates (already deduplicated, so no crystal is relaxed twice; or every decoded one on
-request) are relaxed with CHGNet, their formation energy (CHGNet's energy of the relaxed cell
-against the elemental references, or the property model's prediction on request) is placed
-against the reference hull, and each is compared with the training crystals of its
+request) are relaxed with CHGNet, their formation energy (by default the mean of CHGNet's energy
+of the relaxed cell against the elemental references and the property model's prediction on it)
+is placed against the reference hull, and each is compared with the training crystals of its
 reduced formula and with the base. The stages:
 
 ``relaxed``            the relaxation converged (or relaxation is off: everything passes)
@@ -117,8 +117,9 @@ def _predict_relaxed(candidates: list, predictor) -> None:
 def hull_formation_energy(candidate, settings) -> tuple[float | None, str | None]:
     """Formation energy per atom (eV/atom) to place ``candidate`` on the hull, or (None, why).
 
-    Relaxed candidates use ``settings.hull_energy`` (default: CHGNet's energy of the relaxed cell,
-    see ``app.engine.stability.formation``); the others the predicted one.
+    Relaxed candidates use ``settings.hull_energy`` (default: the mean of CHGNet's formation
+    energy of the relaxed cell and the predicted one, see ``app.engine.stability.formation``);
+    the others the predicted one.
     """
     from app.engine.stability.formation import chgnet_formation_energy, hull_formation
 

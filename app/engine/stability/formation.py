@@ -34,12 +34,16 @@ HULL_ENERGY_SOURCES = {
     "predicted": "formation energy predicted by the property model",
     "mean": "mean of the CHGNet and the predicted formation energies",
 }
-DEFAULT_HULL_ENERGY = "chgnet"
+#: ``evaluate hull`` on 296 held-out MP crystals relaxed from strained, rattled copies: MAE 0.0595
+#: eV/atom and F1 of stable 0.832 for the mean, 0.0622 / 0.810 predicted (CGCNN), 0.0705 / 0.829 CHGNet.
+DEFAULT_HULL_ENERGY = "mean"
 
 
 def hull_formation(predicted: float | None, chgnet: float | None, source: str = DEFAULT_HULL_ENERGY):
     """The formation energy (eV/atom) to place on the hull and the source used (a key of
     :data:`HULL_ENERGY_SOURCES`); the predicted one when CHGNet's is missing. (None, None) if neither."""
+    if source not in HULL_ENERGY_SOURCES:
+        raise ValueError(f"unknown hull energy source {source!r}")
     if source == "predicted" or chgnet is None:
         return (predicted, "predicted") if predicted is not None else (None, None)
     if source == "mean" and predicted is not None:

@@ -197,7 +197,7 @@ def evaluate_hull(n_chgnet: int = 300, n_fit: int = 500, n_relax: int = 300, see
     formation["relaxed"] = {name: _spread(values, done, len(subset)) for name, values in relaxed_routes.items()}
 
     report = {"held_out": len(held), "max_sites": max_sites, "hull_phases_without_held_out": len(hull),
-              "fit_crystals": len(fit), "relaxed": len(done), "relax_failed": len(subset) - len(done),
+              "fit_crystals": len(fit), "relaxed_count": len(done), "relax_failed": len(subset) - len(done),
               "relax_seconds": round(relax_seconds, 1),
               "relax_mean_steps": round(float(np.mean([r.steps for r in results])), 1) if results else None}
     for inputs, by_route in formation.items():
