@@ -21,12 +21,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_throughput import extract_validation_cifs, run_predict  # noqa: E402
+from predict_throughput import cached_validation_cifs, run_predict  # noqa: E402
 
 RELAX_LOOP = """
 import os, sys
@@ -64,20 +63,18 @@ def main() -> None:
     args = parser.parse_args()
     base = Path(__file__).resolve().parents[1] / "resources" / "examples" / "SrTiO3.cif"
     report = {"load_average_1min_before": round(os.getloadavg()[0], 2)}
-    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        folder = Path(tmp)
-        extract_validation_cifs(folder, args.n)
-        report["alone"] = run_predict(folder, cores=2)
-        for name, cores in (("beside_shared", 1), ("beside_unconfigured", None)):
-            loop = relaxation_loop(cores, base)
-            try:
-                if cores:
-                    report[name] = run_predict(folder, cores=1)
-                else:  # both take every core: predict as it ran before threads were configured
-                    report[name] = run_predict(folder, cores=2)
-            finally:
-                loop.kill()
-                loop.wait()
+    folder = cached_validation_cifs(args.n)
+    report["alone"] = run_predict(folder, cores=2)
+    for name, cores in (("beside_shared", 1), ("beside_unconfigured", None)):
+        loop = relaxation_loop(cores, base)
+        try:
+            if cores:
+                report[name] = run_predict(folder, cores=1)
+            else:  # both take every core: predict as it ran before threads were configured
+                report[name] = run_predict(folder, cores=2)
+        finally:
+            loop.kill()
+            loop.wait()
     alone = report["alone"]["seconds"]
     for name in ("beside_shared", "beside_unconfigured"):
         report[name]["slowdown_vs_alone"] = round(report[name]["seconds"] / alone, 2)
