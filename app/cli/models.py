@@ -130,7 +130,12 @@ def run_evaluate(args) -> int:
     if args.name == PERIODIC_GENERATOR:
         from app.engine.training.train_periodic_generator import evaluate_periodic_generator
 
-        write_json(evaluate_periodic_generator(n_per_set=args.n_reconstruct))
+        report = evaluate_periodic_generator(n_per_set=args.n_reconstruct)
+        if args.record:
+            from app.engine.training.train_periodic_generator import record_evaluation
+
+            record_evaluation(report, f"crystal-designer evaluate periodic-generator --n-reconstruct {args.n_reconstruct}")
+        write_json(report)
         return 0
     if args.name == "hull":
         from app.engine.training.evaluate_hull import evaluate_hull

@@ -34,6 +34,9 @@ from app.engine.training.periodic_generator_data import PeriodicDataset, load_pe
 logger = logging.getLogger(__name__)
 
 NAME = "periodic_vae"
+#: Per-epoch monitor figures (120 validation cells, peak threshold of the run).
+MONITOR_KEYS = ("match_rate", "lattice_length_mae_angstrom", "lattice_angle_mae_degrees", "site_count_rate",
+                "validity_rate", "cells")
 #: Extra weight of the density error where the true map is high (atoms are sparse).
 PEAK_WEIGHT = 4.0
 
@@ -160,7 +163,8 @@ def train_periodic_generator(epochs: int = 5, batch_size: int = 16, learning_rat
                            evaluate_epoch, fresh=fresh, cancel=cancel)
     metrics = {"epochs_done": int(state["epoch"]), "history": state["history"]}
     architecture = {**config.to_dict(), "decile_edges_eV_per_atom": [float(e) for e in edges]}
-    training = {"epochs_planned": epochs, "epochs_done": int(state["epoch"]), "best_epoch": int(state["best"]["epoch"]),
+    training = {"history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in state["history"]],
+                "epochs_planned": epochs, "epochs_done": int(state["epoch"]), "best_epoch": int(state["best"]["epoch"]),
                 "batch_size": batch_size, "learning_rate": learning_rate, "beta": beta,
                 "species_weight": species_weight, "lattice_weight": lattice_weight, "peak_weight": PEAK_WEIGHT,
                 "schedule": "one-cycle over the planned epochs", "condition": "decile of predicted formation energy per atom",
@@ -309,7 +313,7 @@ def write_model(model: PeriodicVAE, architecture: dict, training: dict, state: d
     weights = output_dir / f"{NAME}.pt"
     torch.save(model.state_dict(), weights)
     best = next((h for h in history if h["epoch"] == state["best"]["epoch"]), {})
-    metrics = {k: v for k, v in best.items() if isinstance(v, (int, float))}
+    metrics = {f"monitor_{k}" if k in MONITOR_KEYS else k: v for k, v in best.items() if isinstance(v, (int, float))}
     entry = {
         "file": weights.name, "sha256": sha256_of(weights), "kind": NAME,
         "description": "Conditional VAE over periodic density maps in fractional coordinates (any crystal system), "
@@ -377,7 +381,7 @@ training and {entry['split']['validation_count']} validation cells, split by sha
 
 ## Training
 {entry['epochs']} epochs on one CPU core (best validation epoch {entry['best_epoch']}); settings:
-`{entry['training']}`.
+`{ {k: v for k, v in entry['training'].items() if k != 'history'} }`.
 
 Per-epoch history (monitor: 120 validation cells):
 {history_text}
@@ -397,3 +401,28 @@ Primitive cells of at most {MAX_SITES} sites and edges ≤ 20 Å; {GRID}³ voxel
 resolution (0.21 Å per voxel for a 5 Å edge, 0.42 Å for 10 Å); atoms closer than ~0.9 Å merge.
 Trained for a short CPU budget: see the figures above before trusting reconstructions.
 """)
+
+
+def record_evaluation(report: dict, command: str, folder: Path | None = None) -> dict:
+    """Store an :func:`evaluate_periodic_generator` report in the manifest entry and the card.
+
+    The per-set reconstruction figures join the entry's ``metrics`` (``<set>_<metric>``); the
+    whole report is kept under ``evaluation`` with the command that produced it.
+    """
+    from app.engine.core.registry import load_manifest
+
+    folder = folder or models_dir()
+    entry = dict(load_manifest(folder)[NAME])  # re-read right before writing: the manifest is shared
+    metrics = {k: v for k, v in entry["metrics"].items() if not k.startswith(tuple(report))}
+    for set_name, figures in report.items():
+        if set_name == "around_bases":
+            for system, values in figures.items():
+                metrics[f"around_{system}_validity_rate"] = values["validity_rate"]
+            continue
+        for key in ("match_rate", "lattice_length_mae_angstrom", "validity_rate", "cells"):
+            metrics[f"{set_name}_{key}"] = figures[key]
+    entry["metrics"] = metrics
+    entry["evaluation"] = {"command": command, "date": time.strftime("%Y-%m-%d"), "report": report}
+    save_manifest_entry(NAME, entry, folder)
+    write_card(entry, folder, entry.get("training", {}).get("history"))
+    return entry
