@@ -144,7 +144,13 @@ def h_maxima(image: np.ndarray, h: float) -> np.ndarray:
     levels = np.round(image / h, 9)  # in units of h
     local = (levels == ndimage.maximum_filter(levels, footprint=_FULL_NEIGHBOURHOOD, mode="constant",
                                               cval=-np.inf)) & (image > 0)
+    highest, lowest = levels.max(), levels.min()
     for value in np.unique(levels[local]):
+        if value == highest:  # nothing is higher
+            found[local & (levels == value)] = True
+            continue
+        if value - 1.0 < lowest:  # every voxel is above value - h: one piece, which reaches higher
+            continue
         pieces, count = ndimage.label(levels > value - 1.0, structure=_FULL_NEIGHBOURHOOD)
         reaches_higher = np.zeros(count + 1, dtype=bool)
         reaches_higher[pieces[levels > value]] = True
