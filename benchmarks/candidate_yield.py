@@ -4,13 +4,13 @@ perovskites, for the generation levers that exist, next to the ion-substitution 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/candidate_yield.py [--n 200] [--bases 3] [--base-index I]
-        [--levers default,sigma_1.0,...] [--no-relax] [--baseline]
+        [--levers default,sigma_1.0,...] [--no-relax] [--baseline] [--hull-energy mean|chgnet|predicted]
 
 Levers (``--levers``, comma-separated; each spends N samples in all):
 
 - ``default``: σ 0.5 around the base, the base's own formation-energy decile;
-- ``sigma_1.0``, ``sigma_1.5``: a wider latent neighbourhood;
-- ``decile_0``: conditioned on the lowest formation-energy decile;
+- ``sigma_1.0``, ``sigma_1.5``, ``sigma_2.0``: a wider latent neighbourhood;
+- ``decile_0``: conditioned on the lowest formation-energy decile; ``sigma_1.5_decile_0`` both;
 - ``sigma_pooled``: N/3 samples at each of σ 0.5, 1.0, 1.5, pooled;
 - ``decile_pooled``: N/3 samples at each of the base decile, decile 0 and decile 2, pooled;
 - ``substitution``: N/4 samples around the base and around each of its 3 most probable
@@ -38,7 +38,9 @@ LEVERS = {
     "default": [(1.0, {}, 0)],
     "sigma_1.0": [(1.0, {"sigma": 1.0}, 0)],
     "sigma_1.5": [(1.0, {"sigma": 1.5}, 0)],
+    "sigma_2.0": [(1.0, {"sigma": 2.0}, 0)],
     "decile_0": [(1.0, {"decile": 0}, 0)],
+    "sigma_1.5_decile_0": [(1.0, {"sigma": 1.5, "decile": 0}, 0)],
     "sigma_pooled": [(1 / 3, {"sigma": 0.5}, 0), (1 / 3, {"sigma": 1.0}, 0), (1 / 3, {"sigma": 1.5}, 0)],
     "decile_pooled": [(1 / 3, {}, 0), (1 / 3, {"decile": 0}, 0), (1 / 3, {"decile": 2}, 0)],
     "substitution": [(0.25, {}, 0), (0.25, {}, 1), (0.25, {}, 2), (0.25, {}, 3)],
@@ -46,7 +48,8 @@ LEVERS = {
 THRESHOLD = 0.1  # eV/atom
 
 
-def run_lever(generator, base, substitutes: list, parts: list, n: int, relax: bool, seed: int = 1) -> dict:
+def run_lever(generator, base, substitutes: list, parts: list, n: int, relax: bool, seed: int = 1,
+              hull_energy: str | None = None) -> dict:
     """Generate the parts of one lever, pool them and count S.U.N. once per distinct crystal."""
     from app.engine.generation.assessment import final_structure
     from app.engine.generation.novelty import same_crystal, structure_matcher
@@ -62,8 +65,9 @@ def run_lever(generator, base, substitutes: list, parts: list, n: int, relax: bo
         if part_base is None:
             continue
         bases_used.append(part_base.composition.reduced_formula)
+        extra = {"hull_energy": hull_energy} if hull_energy else {}
         settings = GenerationSettings(mode="around", count=max(1, round(share * n)), seed=seed + part, relax=relax,
-                                      require_near_hull=relax, **options)
+                                      require_near_hull=relax, **options, **extra)
         result = generator.generate(settings, base=part_base)
         for key, value in result.funnel.items():
             funnel[key] = funnel.get(key, 0) + value
@@ -95,6 +99,7 @@ def main() -> None:
     from app.engine.core.threads import configure_threads
     from app.engine.generation.generator import CrystalGenerator
     from app.engine.generation.settings import GenerationSettings
+    from app.engine.stability.formation import DEFAULT_HULL_ENERGY
     from app.engine.training.evaluate_generator import (
         evaluate_baseline,
         held_out_perovskite_bases,
@@ -108,6 +113,8 @@ def main() -> None:
     parser.add_argument("--levers", default="default,sigma_1.0,decile_0,sigma_pooled,substitution")
     parser.add_argument("--no-relax", dest="relax", action="store_false")
     parser.add_argument("--baseline", action="store_true", help="also the ion-substitution baseline per base")
+    parser.add_argument("--hull-energy", default=None, help="formation energy of relaxed candidates on the hull "
+                        "(mean, chgnet, predicted; default the product's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     configure_threads()
@@ -123,13 +130,16 @@ def main() -> None:
             substitutes = substitution_baseline(base, 3)
             offered = []
             for name in args.levers.split(","):
-                line = run_lever(generator, base, substitutes, LEVERS[name], args.n, args.relax)
+                line = run_lever(generator, base, substitutes, LEVERS[name], args.n, args.relax,
+                                 hull_energy=args.hull_energy)
                 offered.append(line["relaxed_kept_with_e_hull"])
-                print(json.dumps({"base": label, "lever": name, "samples": args.n, **line}), flush=True)
+                print(json.dumps({"base": label, "lever": name, "samples": args.n,
+                                  "hull_energy": args.hull_energy or DEFAULT_HULL_ENERGY, **line}), flush=True)
             if args.baseline:
                 # As many substitutions as the first lever offered relaxed candidates (at least 10).
                 began, count = time.perf_counter(), max(offered[:1] + [10])
-                settings = GenerationSettings(mode="around", count=args.n, relax=True)
+                settings = GenerationSettings(mode="around", count=args.n, relax=True,
+                                              **({"hull_energy": args.hull_energy} if args.hull_energy else {}))
                 summary = evaluate_baseline(generator, base, count, settings)
                 print(json.dumps({"base": label, "lever": f"ion-substitution baseline ({count} most probable)",
                                   **summary,
