@@ -33,7 +33,7 @@ from app.engine.training.ding_data import PLAUSIBLE_RANGES, SOURCE, SPLIT_METHOD
 logger = logging.getLogger(__name__)
 
 PREDICTOR_EPOCHS = 40
-CVAE_EPOCHS = 12
+CVAE_EPOCHS = 24
 #: Rows per step: large batches keep the 1024-wide layers' matrix products efficient on a CPU.
 BATCH_SIZE = 512
 PREDICTOR_LEARNING_RATE = 2e-3
