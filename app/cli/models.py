@@ -92,6 +92,7 @@ def run_train(args) -> int:
 
         entry = train_periodic_generator(
             fresh=args.fresh, max_train=args.max_train, write_only=args.write_only,
+            continue_shipped=args.continue_shipped,
             **({"epochs": args.epochs} if args.epochs else {}),
             **({"learning_rate": args.learning_rate} if args.learning_rate else {}))
         write_json({k: v for k, v in entry["metrics"].items()})

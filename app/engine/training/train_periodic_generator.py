@@ -98,7 +98,7 @@ def build_model(dataset: PeriodicDataset, train_rows: np.ndarray, **overrides) -
 def train_periodic_generator(epochs: int = 5, batch_size: int = 16, learning_rate: float = 2e-3, beta: float = 1e-3,
                              species_weight: float = 1.0, lattice_weight: float = 1.0, max_train: int | None = None,
                              output_dir: Path | None = None, cancel: CancelToken | None = None, fresh: bool = False,
-                             write_only: bool = False, workers: int = 2) -> dict:
+                             write_only: bool = False, workers: int = 2, continue_shipped: bool = False) -> dict:
     """Train ``periodic_vae`` and write its best epoch to ``models/``.
 
     Loss per batch: peak-weighted MSE of the density map + ``species_weight`` × weighted
@@ -112,6 +112,10 @@ def train_periodic_generator(epochs: int = 5, batch_size: int = 16, learning_rat
         CPU budget.
     write_only : bool
         Do not train: write the best epoch recorded in the run's checkpoint.
+    continue_shipped : bool
+        Start from the shipped ``periodic_vae`` weights (same architecture required) with a new
+        learning-rate cycle of ``epochs`` epochs (run ``periodic_vae.continued``); the entry then
+        records both stages.
     """
     output_dir = output_dir or models_dir()
     torch.manual_seed(0)
@@ -123,6 +127,16 @@ def train_periodic_generator(epochs: int = 5, batch_size: int = 16, learning_rat
     deciles = np.searchsorted(edges, dataset.formation)
     model = build_model(dataset, train_rows)
     config = model.config
+    run_name, earlier = NAME, None
+    if continue_shipped:
+        from app.engine.core.registry import load_state_dict
+
+        shipped_state, shipped_entry = load_state_dict(NAME, output_dir)
+        shipped_architecture = {k: v for k, v in shipped_entry["architecture"].items() if k != "decile_edges_eV_per_atom"}
+        if shipped_architecture != config.to_dict():
+            raise ValueError("The shipped periodic_vae has another architecture; train it afresh instead.")
+        model.load_state_dict(shipped_state)
+        run_name, earlier = f"{NAME}.continued", shipped_entry
     lookup = np.zeros(256, dtype=np.int64)
     lookup[config.species] = np.arange(len(config.species))
     class_weight = torch.from_numpy(species_class_weights(dataset, train_rows[:4000], lookup, len(config.species)))
@@ -155,12 +169,12 @@ def train_periodic_generator(epochs: int = 5, batch_size: int = 16, learning_rat
     if write_only:
         from app.engine.training import checkpoints
 
-        saved = torch.load(checkpoints.checkpoint_path(NAME), map_location="cpu", weights_only=False)
+        saved = torch.load(checkpoints.checkpoint_path(run_name), map_location="cpu", weights_only=False)
         state = saved["state"]
         model.load_state_dict(state["best"]["state"])
     else:
-        state = fit_epochs(NAME, run_config, epochs, model, optimizer, scheduler, train_rows, batch_size, step,
-                           evaluate_epoch, fresh=fresh, cancel=cancel)
+        state = fit_epochs(run_name, run_config, epochs, model, optimizer, scheduler, train_rows, batch_size, step,
+                           evaluate_epoch, seed=1000 * continue_shipped, fresh=fresh, cancel=cancel)
     metrics = {"epochs_done": int(state["epoch"]), "history": state["history"]}
     architecture = {**config.to_dict(), "decile_edges_eV_per_atom": [float(e) for e in edges]}
     training = {"history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in state["history"]],
@@ -168,9 +182,20 @@ def train_periodic_generator(epochs: int = 5, batch_size: int = 16, learning_rat
                 "batch_size": batch_size, "learning_rate": learning_rate, "beta": beta,
                 "species_weight": species_weight, "lattice_weight": lattice_weight, "peak_weight": PEAK_WEIGHT,
                 "schedule": "one-cycle over the planned epochs", "condition": "decile of predicted formation energy per atom",
-                "train_rows": int(len(train_rows))}
+                "train_rows": int(len(train_rows)),
+                "started_from": "shipped periodic_vae weights" if continue_shipped else "random initialisation"}
+    if earlier is not None:
+        previous = earlier["training"].get("stages", [{k: v for k, v in earlier["training"].items() if k != "stages"}])
+        training["stages"] = previous + [{k: v for k, v in training.items() if k != "stages"}]
+        offset = int(earlier["epochs"])
+        state = {**state, "epoch": offset + int(state["epoch"]),
+                 "best": {**state["best"], "epoch": offset + int(state["best"]["epoch"])},
+                 "history": [{**h, "epoch": offset + h["epoch"]} for h in state["history"]]}
+        training["history"] = earlier["training"].get("history", []) + [
+            {k: v for k, v in h.items() if isinstance(v, (int, float))} for h in state["history"]]
+        training["epochs_done"], training["best_epoch"] = state["epoch"], state["best"]["epoch"]
     return write_model(model, architecture, training, state, len(train_rows), len(val_rows), output_dir,
-                       history=metrics["history"])
+                       history=training["history"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +354,10 @@ def write_model(model: PeriodicVAE, architecture: dict, training: dict, state: d
                   "validation_count": n_val},
         "epochs": int(state["epoch"]), "best_epoch": int(state["best"]["epoch"]), "training": training,
         "metrics": metrics,
-        "reproduce": [f"crystal-designer train periodic-generator --epochs {training['epochs_planned']}"],
+        "reproduce": [f"crystal-designer train periodic-generator --epochs {stage['epochs_planned']}"
+                      + (" --continue --learning-rate %g" % stage["learning_rate"]
+                         if stage.get("started_from", "").startswith("shipped") else "")
+                      for stage in training.get("stages", [training])],
         "card": f"{NAME}.md", "created": time.strftime("%Y-%m-%d"),
     }
     save_manifest_entry(NAME, entry, output_dir)
@@ -393,7 +421,7 @@ Per-epoch history (monitor: 120 validation cells):
 {evaluation_text}
 Reproduce:
 
-    {entry['reproduce'][0]}
+    {(chr(10) + '    ').join(entry['reproduce'])}
     crystal-designer evaluate periodic-generator
 
 ## Limits
