@@ -140,6 +140,9 @@ def test_generator_takes_non_cubic_bases_and_refuses_big_ones(generator):
 
     nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     assert generator.model_for(nacl) == CUBIC
+    srtio3 = Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"],
+                                       [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0]])
+    assert generator.model_for(srtio3) == PERIODIC  # cubic, but the periodic model reconstructs perovskites better
     assert generator.model_for(rutile()) == PERIODIC
     assert generator.model_for(wurtzite()) == PERIODIC
     big = Structure(Lattice.orthorhombic(9, 10, 11), ["Na"] * 12 + ["Cl"] * 12,
