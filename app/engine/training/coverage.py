@@ -46,7 +46,7 @@ CDVAE_CUTOFFS = {"perov_5": (0.2, 4.0), "mp_20": (0.4, 10.0), "carbon_24": (0.2,
 
 #: Published coverage (COV-R %, COV-P %) on perov_5, for the report.
 PUBLISHED_PEROV5_COVERAGE = {
-    "ICSG3D (as reported by CDVAE)": (73.9, 10.1),
+    "ICSG3D": (73.9, 10.1),
     "DiffCSP (10,000 samples)": (99.7, 98.3),
 }
 

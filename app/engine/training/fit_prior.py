@@ -347,8 +347,9 @@ def prior_card(name: str, entry: dict) -> str:
              f"- Data: {entry['data'].get('dataset', entry['data'])}; condition: {entry['data'].get('condition')}.",
              f"- Fitted on: {split.get('fitted_on', 'training cells')} ({split.get('train_count', '?')} cells; "
              f"split {split.get('method', '?')}, {split.get('validation_count', '?')} validation cells not used).",
-             "- Why: the VAE was trained with a small KL weight, so its posteriors are far from N(0, I); "
-             "samples from N(0, I) decode mostly into invalid crystals.",
+             "- Why: the VAE was trained with a small KL weight, so its posteriors do not fill N(0, I); "
+             "many samples from N(0, I) land where no training cell was encoded and decode into overlapping "
+             "atoms or unbalanced compositions (table below).",
              f"- Reproduce: `{entry['reproduce'][0]}`.", ""]
     metrics = entry.get("metrics") or {}
     if "temperature" in metrics:
@@ -358,7 +359,7 @@ def prior_card(name: str, entry: dict) -> str:
     if screening:
         lines.insert(-2, f"- Components reweighted by decoded validity: {screening['samples_per_component']} samples "
                          f"per component ({screening['samples_decoded']} decoded, {screening['valid_share']:.1%} "
-                         f"valid), {screening['components_dropped']} components without a valid sample dropped.")
+                         f"valid); components without a valid sample dropped: {screening['components_dropped']}.")
     if metrics.get("prior"):
         lines += ["## Random samples, prior vs N(0, I)", "",
                   f"Measured by `{metrics.get('command', entry['reproduce'][0])}`"
