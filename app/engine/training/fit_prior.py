@@ -426,21 +426,40 @@ def train_prior(model_name: str = "density_vae", n_components: int = DEFAULT_COM
     return write_prior(model_name, prior, posteriors, metrics, folder, command)
 
 
+def _periodic_sampling(prior, count: int, seed: int, folder: Path | None = None) -> dict:
+    """Validity of ``count`` random samples of the shipped ``periodic_vae`` (deciles cycled), from
+    ``prior`` or, for ``"standard_normal"``, from N(0, I)."""
+    from app.engine.core.registry import load_model
+    from app.engine.generation.periodic_model import decode_latent, structures_from_decoded
+    from app.engine.training.evaluate_generator import _deciles_cycled, _validity_of
+
+    model, _ = load_model("periodic_vae", folder)
+    began = time.perf_counter()
+    structures = []
+    for decile, n in _deciles_cycled(count, model.config.n_conditions):
+        rng = np.random.default_rng(seed + decile)
+        z = (rng.standard_normal((n, model.config.latent_dim)) if isinstance(prior, str)
+             else prior.sample(n, rng, condition=decile))
+        structures += structures_from_decoded(*decode_latent(model, z, [decile] * n))
+    report = _validity_of(structures, time.perf_counter() - began)
+    report["sampler"] = "N(0, I)" if isinstance(prior, str) else "aggregate-posterior prior"
+    return report
+
+
 def check_prior(model_name: str = "density_vae", n_check: int = 1000, folder: Path | None = None) -> dict:
     """Measure the shipped prior of ``model_name`` (random-sample validity with and without it on
-    ``n_check`` samples each, coverage of perov_5 by its samples) and store the figures in its
-    manifest entry and card; returns the entry."""
+    ``n_check`` samples each; for density_vae also the coverage of perov_5 by its samples) and
+    store the figures in its manifest entry and card; returns the entry."""
     from app.engine.core.paths import models_dir
     from app.engine.core.registry import load_manifest, save_manifest_entry
     from app.engine.generation.prior import load_prior
 
-    if model_name != "density_vae":
-        raise ValueError("Checking a prior by decoding samples is implemented for density_vae only.")
+    if model_name not in ("density_vae", "periodic_vae"):
+        raise ValueError("Checking a prior by decoding samples is implemented for density_vae and periodic_vae.")
     folder = folder or models_dir()
     prior = load_prior(model_name, folder)
     if prior is None:
         raise ValueError(f"No prior of {model_name} ships; run crystal-designer train prior --model {model_name}.")
-    from app.engine.generation.generator import CrystalGenerator
     from app.engine.training.evaluate_generator import evaluate_coverage, evaluate_sampling, load_average
 
     command = f"crystal-designer train prior --model {model_name} --check-only --n-check {n_check}"
@@ -452,6 +471,12 @@ def check_prior(model_name: str = "density_vae", n_check: int = 1000, folder: Pa
         save_manifest_entry(name, entry, folder)
         (folder / entry["card"]).write_text(prior_card(name, entry))
         return entry
+
+    if model_name == "periodic_vae":
+        sampled = _periodic_sampling(prior, n_check, 1000, folder)
+        record({"prior": sampled, "load_average": sampled["load_average"]})
+        return record({"standard_normal": _periodic_sampling("standard_normal", n_check, 1000, folder)})
+    from app.engine.generation.generator import CrystalGenerator
 
     # Figures are recorded as soon as each is measured (the N(0, I) baseline comes last).
     generator = CrystalGenerator.from_models(folder, device="cpu", prior=prior)
