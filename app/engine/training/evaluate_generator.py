@@ -360,13 +360,13 @@ def format_generator_report(report: dict) -> str:
         lines.append(f"  published: ICSG3D {PUBLISHED['ICSG3D']['cov_r']} / {PUBLISHED['ICSG3D']['cov_p']} %, "
                      f"DiffCSP {PUBLISHED['DiffCSP']['cov_r']} / {PUBLISHED['DiffCSP']['cov_p']} % (10,000 samples)")
     else:
-        lines.append(f"  {coverage}")
+        lines.append(f"  {coverage or 'not measured'}")
     lines += ["", "Validity around bases"]
     for formula, r in report.get("around_base", {}).items():
         lines.append(f"  density_vae around {formula}: {_percent(r['validity'])}")
     if periodic.get("available"):
         for system, r in periodic["around_base"].items():
-            lines.append(f"  periodic_vae around a {system} base: "
+            lines.append(f"  periodic_vae around {'an' if system[0] in 'aeiou' else 'a'} {system} base: "
                          + (r if isinstance(r, str) else f"{r['base']}: {_percent(r['structural_validity'])}"))
     else:
         lines.append("  around non-cubic bases (tetragonal, hexagonal, orthorhombic): not available")
