@@ -66,9 +66,9 @@ MIN_BALL_FRACTION = 0.1
 #: Model names of :meth:`CrystalGenerator.model_for`.
 CUBIC, PERIODIC = "cubic", "periodic"
 #: Cubic bases of these composition classes (sorted element amounts of the reduced formula)
-#: go to the periodic model, which reconstructs them better (validation perov_5 cells: 88.5 %
+#: go to the periodic model, which reconstructs them better (validation perov_5 cells: 90 %
 #: matched against 68 %); other cubic bases stay with the cubic model (validation MP cubic
-#: cells: 49 % against 23 %). See the ``periodic_vae`` and ``density_vae`` cards.
+#: cells: 49 % against 29 %). See the ``periodic_vae`` and ``density_vae`` cards.
 PERIODIC_CUBIC_CLASSES = frozenset({(1, 1, 3)})
 #: Decoded periodic cells with an edge outside this range (Å) are rejected before peak finding.
 PLAUSIBLE_PERIODIC_LENGTH = (1.0, 40.0)
