@@ -185,8 +185,9 @@ def train_periodic_generator(epochs: int = 5, batch_size: int = 16, learning_rat
                 "train_rows": int(len(train_rows)),
                 "started_from": "shipped periodic_vae weights" if continue_shipped else "random initialisation"}
     if earlier is not None:
-        previous = earlier["training"].get("stages", [{k: v for k, v in earlier["training"].items() if k != "stages"}])
-        training["stages"] = previous + [{k: v for k, v in training.items() if k != "stages"}]
+        previous = earlier["training"].get("stages", [{k: v for k, v in earlier["training"].items()
+                                                       if k not in ("stages", "history")}])
+        training["stages"] = previous + [{k: v for k, v in training.items() if k not in ("stages", "history")}]
         offset = int(earlier["epochs"])
         state = {**state, "epoch": offset + int(state["epoch"]),
                  "best": {**state["best"], "epoch": offset + int(state["best"]["epoch"])},
@@ -373,6 +374,10 @@ def write_card(entry: dict, output_dir: Path, history: list | None = None, evalu
     evaluation_text = "" if not evaluation else (
         f"\n## Reconstruction by set (validation cells)\nMeasured by `{evaluation['command']}`:\n\n```json\n"
         f"{json.dumps(evaluation['report'], indent=2)}\n```\n")
+    stages = entry["training"].get("stages", [])
+    stages_text = "" if not stages else "\nLearning-rate cycles (one-cycle schedule each):\n" + "\n".join(
+        f"{n}. {st.get('epochs_planned')} epochs from {st.get('started_from', 'random initialisation')}, peak learning "
+        f"rate {st.get('learning_rate')}, best epoch of the cycle {st.get('best_epoch')}" for n, st in enumerate(stages, 1))
     history_text = "" if not history else "\n".join(
         f"- epoch {h['epoch']}: " + ", ".join(f"{k} {v:.4g}" for k, v in h.items() if k != "epoch" and isinstance(v, float))
         for h in history)
@@ -409,9 +414,11 @@ training and {entry['split']['validation_count']} validation cells, split by sha
 
 ## Training
 {entry['epochs']} epochs on one CPU core (best validation epoch {entry['best_epoch']}); settings:
-`{ {k: v for k, v in entry['training'].items() if k != 'history'} }`.
+`{ {k: v for k, v in entry['training'].items() if k not in ('history', 'stages')} }`.
+{stages_text}
 
-Per-epoch history (monitor: 120 validation cells):
+Per-epoch history (monitor: 120 validation cells; match rates of epochs 1–10 used a peak threshold
+of 0.5, later ones 0.3, the shipped decoding threshold):
 {history_text}
 
 ## Validation metrics (best epoch, monitor cells)
