@@ -100,7 +100,8 @@ def run_train(args) -> int:
     if args.name == DING_MODEL:
         from app.engine.training.train_ding import train_ding
 
-        write_json(train_ding(epochs=args.epochs, fresh=args.fresh))
+        write_json(train_ding(epochs=args.epochs, fresh=args.fresh,
+                              continue_shipped=args.continue_shipped))
         return 0
     if args.name in GENERATOR_MODELS:
         from app.engine.training import train_generator
