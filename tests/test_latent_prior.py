@@ -91,11 +91,28 @@ def test_shipped_style_prior_is_found_through_the_manifest(fitted, tmp_path):
     assert load_prior("toy_vae", tmp_path) is None  # none ships: the caller falls back to N(0, I)
     path = prior_path("toy_vae", tmp_path)
     fitted.save(path)
-    save_manifest_entry("toy_vae_prior", {"file": path.name, "sha256": sha256_of(path), "kind": "latent_prior"},
-                        tmp_path)
+    save_manifest_entry("toy_vae", {"file": "toy_vae.pt", "sha256": "a" * 64, "kind": "density_vae"}, tmp_path)
+    prior_entry = {"file": path.name, "sha256": sha256_of(path), "kind": "latent_prior",
+                   "architecture": {"model": "toy_vae", "model_sha256": "a" * 64}}
+    save_manifest_entry("toy_vae_prior", prior_entry, tmp_path)
     assert load_prior("toy_vae", tmp_path, latent_dim=4).latent_dim == 4
     with pytest.raises(ModelError, match="4 dimensions"):
         load_prior("toy_vae", tmp_path, latent_dim=8)
+
+
+def test_a_prior_fitted_on_other_weights_is_not_used(fitted, tmp_path, caplog):
+    from app.engine.core.registry import save_manifest_entry, sha256_of
+    from app.engine.generation.prior import prior_path
+
+    path = prior_path("toy_vae", tmp_path)
+    fitted.save(path)
+    save_manifest_entry("toy_vae", {"file": "toy_vae.pt", "sha256": "b" * 64, "kind": "density_vae"}, tmp_path)
+    save_manifest_entry("toy_vae_prior", {"file": path.name, "sha256": sha256_of(path), "kind": "latent_prior",
+                                          "architecture": {"model": "toy_vae", "model_sha256": "a" * 64}},
+                        tmp_path)
+    with caplog.at_level("WARNING"):
+        assert load_prior("toy_vae", tmp_path, latent_dim=4) is None  # retrained model: N(0, I), said in the log
+    assert "fitted on other toy_vae weights" in caplog.text
 
 
 def test_random_mode_of_the_generator_draws_from_its_prior(tiny_models):

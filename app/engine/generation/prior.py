@@ -15,6 +15,8 @@ Sampling is plain numpy.
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from app.engine.core.errors import ModelError
 #: Version of the ``.npz`` layout below.
 PRIOR_FORMAT = 1
 
+
+logger = logging.getLogger(__name__)
 
 def prior_name(model_name: str) -> str:
     """Manifest name of a model's latent prior (``density_vae`` → ``density_vae_prior``)."""
@@ -162,7 +166,16 @@ def load_prior(model_name: str, folder: Path | None = None, latent_dim: int | No
     from app.engine.core.registry import load_manifest, verified_weights_path
 
     name = prior_name(model_name)
-    if name not in load_manifest(folder):
+    manifest = load_manifest(folder)
+    if name not in manifest:
+        return None
+    # A prior is a distribution over one encoder's latent space: after retraining it is meaningless.
+    fitted_on = manifest[name].get("architecture", {}).get("model_sha256")
+    model_sha = manifest.get(model_name, {}).get("sha256")
+    if fitted_on is None or fitted_on != model_sha:
+        logger.warning("The latent prior %s was fitted on other %s weights; random samples use N(0, I) "
+                       "until it is refitted (crystal-designer train prior --model %s).",
+                       name, model_name, model_name)
         return None
     path, _ = verified_weights_path(name, folder)
     prior = LatentPrior.load(path)

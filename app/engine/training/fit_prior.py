@@ -315,7 +315,8 @@ def write_prior(model_name: str, prior: LatentPrior, posteriors: Posteriors, met
         "description": f"Aggregate-posterior prior of {model_name}: per-condition Gaussian mixtures (diagonal "
                        f"covariances) over its training posteriors; random-mode samples come from it.",
         "architecture": {"format": "npz", "arrays": ["format", "weights", "means", "scales", "condition_weights"],
-                         "model": model_name, "n_conditions": prior.n_conditions,
+                         "model": model_name, "model_sha256": load_manifest(folder)[model_name]["sha256"],
+                         "n_conditions": prior.n_conditions,
                          "n_components": prior.n_components, "latent_dim": prior.latent_dim,
                          "covariance": "diagonal" + ("; component variance = mixture variance of the posterior "
                                                      "means + mean posterior variance of its members"
