@@ -258,3 +258,14 @@ def test_training_writes_entries_and_cards_and_resumes(tmp_path, monkeypatch):
     assert "Training stages" in (out / "ding_volume_per_atom.md").read_text()
     generator = CompositionGenerator(folder=out, predictor=CompositionPredictor(folder=out))
     assert generator.generate({"formation_enthalpy": -2.0}, n=4).counts["samples"] == 4
+
+
+def test_charge_balance_of_many_element_compositions_is_not_guessed():
+    from app.engine.core.oxidation import MAX_ELEMENTS_FOR_GUESS, charge_balanced
+
+    assert charge_balanced("NaCl") and not charge_balanced("NaCl2")
+    # A decoder of random weights proposes compositions of ten or more elements; pymatgen's
+    # exhaustive guess over them would take minutes, so they count as not balanced.
+    many = "LiNaKRbCsMgCaSrBaOFClBr"
+    assert not charge_balanced(many)
+    assert MAX_ELEMENTS_FOR_GUESS < 13
