@@ -138,6 +138,16 @@ def coordinate_grid(lattice_abc: Sequence[float], grid: int = GRID) -> np.ndarra
 # Cell and radii
 # --------------------------------------------------------------------------------------------
 
+def require_ordered_atoms(structure: Structure) -> None:
+    """Raise StructureReadError unless the structure has atoms and one element per site."""
+    if len(structure) == 0:
+        raise StructureReadError("The structure has no atoms.")
+    if not structure.is_ordered:
+        raise StructureReadError(
+            "The structure has partially occupied (disordered) sites; the density representation "
+            "needs one element per site.")
+
+
 def conventional_cubic_cell(structure: Structure) -> Structure:
     """Standard conventional cell of ``structure``, checked to fit the representation.
 
@@ -160,12 +170,7 @@ def conventional_cubic_cell(structure: Structure) -> Structure:
     """
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    if len(structure) == 0:
-        raise StructureReadError("The structure has no atoms.")
-    if not structure.is_ordered:
-        raise StructureReadError(
-            "The structure has partially occupied (disordered) sites; the density representation "
-            "needs one element per site.")
+    require_ordered_atoms(structure)
     try:
         conventional = SpacegroupAnalyzer(structure).get_conventional_standard_structure()
     except Exception as exc:  # spglib failures surface as various exception types

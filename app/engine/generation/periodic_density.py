@@ -47,6 +47,7 @@ import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
 from app.engine.core.errors import StructureReadError
+from app.engine.generation.density import require_ordered_atoms
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +135,7 @@ def standard_cell(structure: Structure, max_sites: int = MAX_SITES) -> Structure
         If the structure is empty or disordered, or its primitive cell has more than
         ``max_sites`` sites or an edge longer than :data:`MAX_LENGTH` Å.
     """
-    if len(structure) == 0:
-        raise StructureReadError("The structure has no atoms.")
-    if not structure.is_ordered:
-        raise StructureReadError(
-            "The structure has partially occupied (disordered) sites; the density representation "
-            "needs one element per site.")
+    require_ordered_atoms(structure)
     primitive = primitive_cell(structure)
     if len(primitive) > max_sites:
         raise StructureReadError(

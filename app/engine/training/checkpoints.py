@@ -63,3 +63,19 @@ def save(name: str, config: dict, epochs: int, model, optimizer, scheduler, stat
     """Write the checkpoint of the run after an epoch."""
     torch.save({"config": config, "epochs": epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "state": state}, checkpoint_path(name))
+
+
+def load_shipped_weights(name: str, model, folder: Path | None = None) -> dict:
+    """Load the shipped weights of ``name`` into ``model`` to continue training; returns its entry.
+
+    The shipped architecture (without its data-derived decile edges) must equal
+    ``model.config.to_dict()``; otherwise a ValueError says to train afresh.
+    """
+    from app.engine.core.registry import load_state_dict
+
+    state, entry = load_state_dict(name, folder)
+    architecture = {k: v for k, v in entry["architecture"].items() if k != "decile_edges_eV_per_atom"}
+    if architecture != model.config.to_dict():
+        raise ValueError(f"The shipped {name} has another architecture; train it afresh instead.")
+    model.load_state_dict(state)
+    return entry

@@ -21,8 +21,9 @@ from app.engine.core.cancel import CancelToken
 from app.engine.generation.density import (BOX_SPAN, COORD_SCALE, GRID, apply_cube_operation, coordinate_grid,
                                            density_channel, random_cube_operation, species_features, voxel_size)
 from app.engine.core.paths import models_dir
+from app.engine.training import checkpoints
 from app.engine.training.loop import fit_epochs
-from app.engine.core.registry import load_model, load_state_dict, save_manifest_entry, sha256_of
+from app.engine.core.registry import load_model, save_manifest_entry, sha256_of
 from app.engine.training.datasets import is_validation
 from app.engine.training.generator_data import VoxelDataset, load_voxel_dataset
 from app.engine.generation.voxel_models import (ConditionalVAE3D, UNet3D, UNetConfig, VAEConfig, block_majority, kl_divergence,
@@ -315,11 +316,7 @@ def train_vae(epochs: int = 30, batch_size: int = 16, learning_rate: float = 1e-
                f"--learning-rate {learning_rate:g} --species-weight {species_weight:g}")
     reproduce = [command]
     if continue_shipped:
-        shipped_state, shipped_entry = load_state_dict(VAE_NAME, output_dir)
-        shipped_architecture = {k: v for k, v in shipped_entry["architecture"].items() if k != "decile_edges_eV_per_atom"}
-        if shipped_architecture != config.to_dict():
-            raise ValueError("The shipped density_vae has another architecture; train it afresh instead.")
-        model.load_state_dict(shipped_state)
+        shipped_entry = checkpoints.load_shipped_weights(VAE_NAME, model, output_dir)
         run_name = f"{VAE_NAME}.continued"
         earlier_stages = shipped_entry["training"].get("stages", [shipped_entry["training"]])
         earlier_epochs = int(shipped_entry["epochs"])

@@ -129,14 +129,9 @@ def train_periodic_generator(epochs: int = 5, batch_size: int = 16, learning_rat
     config = model.config
     run_name, earlier = NAME, None
     if continue_shipped:
-        from app.engine.core.registry import load_state_dict
+        from app.engine.training.checkpoints import load_shipped_weights
 
-        shipped_state, shipped_entry = load_state_dict(NAME, output_dir)
-        shipped_architecture = {k: v for k, v in shipped_entry["architecture"].items() if k != "decile_edges_eV_per_atom"}
-        if shipped_architecture != config.to_dict():
-            raise ValueError("The shipped periodic_vae has another architecture; train it afresh instead.")
-        model.load_state_dict(shipped_state)
-        run_name, earlier = f"{NAME}.continued", shipped_entry
+        run_name, earlier = f"{NAME}.continued", load_shipped_weights(NAME, model, output_dir)
     lookup = np.zeros(256, dtype=np.int64)
     lookup[config.species] = np.arange(len(config.species))
     class_weight = torch.from_numpy(species_class_weights(dataset, train_rows[:4000], lookup, len(config.species)))
