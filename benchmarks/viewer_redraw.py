@@ -19,7 +19,9 @@ import argparse
 import itertools
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 
 def _hundred_atom_record():
@@ -96,7 +98,9 @@ def measure_startup() -> None:
     from app.ui.main_window import MainWindow
 
     imported = time.perf_counter()
-    window = MainWindow(AppSettings())
+    # A temporary settings/session folder: the benchmark neither restores nor overwrites the user's session.
+    scratch = Path(tempfile.mkdtemp(prefix="crystal-designer-startup-"))
+    window = MainWindow(AppSettings(), settings_path=scratch / "settings.json", session_path=scratch / "session.json")
     window.show()
     QApplication.processEvents()
     shown = time.perf_counter()
