@@ -12,6 +12,7 @@ from app.engine.core.formatting import format_value, round_record
 from app.engine.core.property_table import PROPERTY_KEYS
 from app.engine.generation.settings import (FUNNEL_STAGES, MIN_DISTANCE_RANGE, MODES, MODES_WITH_BASE, N_DECILES,
                                            SIGMA_RANGE, GenerationSettings)
+from app.engine.stability.formation import HULL_ENERGY_SOURCES
 
 #: The engine's defaults (one source for the window and the command line).
 DEFAULTS = GenerationSettings()
@@ -45,6 +46,10 @@ def add_parser(commands, device_choices) -> None:
     generate.add_argument("--max-e-above-hull", type=float, default=DEFAULTS.max_e_above_hull, metavar="EV_PER_ATOM",
                           help="keep candidates at most this far above the convex hull (eV/atom)")
     generate.add_argument("--allow-far-from-hull", action="store_true", help="keep candidates far above the hull")
+    generate.add_argument("--hull-energy", choices=tuple(HULL_ENERGY_SOURCES), default=DEFAULTS.hull_energy,
+                          help="formation energy of a relaxed candidate placed on the hull: "
+                               + "; ".join(f"{key}: {text}" for key, text in HULL_ENERGY_SOURCES.items())
+                               + " (default %(default)s)")
     generate.add_argument("--out", help="folder for the kept candidates' CIFs")
     generate.add_argument("--unrelaxed-cifs", action="store_true",
                           help="write the decoded (unrelaxed) cells instead of the relaxed ones")
@@ -114,6 +119,7 @@ def run_generate(args) -> int:
             require_same_formula=args.same_formula, require_novel=not args.allow_known,
             property_windows=dict(args.window or []), relax=args.relax, relax_all=args.relax_all,
             max_e_above_hull=args.max_e_above_hull, require_near_hull=not args.allow_far_from_hull,
+            hull_energy=args.hull_energy,
         )
         base = read_first_structure(args.base) if args.base else None
         second = read_first_structure(args.second) if args.second else None
