@@ -62,7 +62,8 @@ def add_parser(commands, device_choices) -> None:
     evaluate.add_argument("--n-around", type=int, default=200, help="generator --stability: samples per base")
     evaluate.add_argument("--sigma", type=float, default=None, help="generator --stability: latent spread")
     evaluate.add_argument("--record", action="store_true",
-                          help="generator, pointnet: store the metrics in the manifest entry and model card")
+                          help="generator, pointnet: store the metrics in the manifest entry and model card; "
+                               "property models: store the validation parity sample in the manifest entry")
     evaluate.add_argument("--n-coverage", type=int, default=None,
                           help="generator: random samples fingerprinted for COV-R/COV-P (default --n-samples; 0: skip)")
     evaluate.add_argument("--format", choices=("json", "text"), default="json", help="generator: output format")
@@ -181,7 +182,10 @@ def run_evaluate(args) -> int:
     else:
         from app.engine.training.train_property import evaluate
 
-        report = evaluate(args.name)
+        report = evaluate(args.name, record=args.record)
+        # The parity sample (≤ 500 pairs per target) is for the window; print how many pairs it holds.
+        report["parity_sample"] = {target: f"{len(pairs['true'])} of {pairs['count']} validation pairs"
+                                   for target, pairs in report["parity_sample"].items()}
     write_json(report)
     return 0
 

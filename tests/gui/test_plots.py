@@ -88,3 +88,25 @@ def test_models_dialog_shows_parity_or_says_how_to_get_it(qtbot, tmp_path):
     dialog.list.setCurrentRow([name for name, _ in dialog.rows].index("band_gap"))
     assert NO_PARITY.format(name="band_gap") in dialog.parity.message.text()
     assert "MAE band_gap: 0.26 eV" in dialog.parity.message.text()
+
+
+def test_models_dialog_draws_the_shipped_parity_samples(qtbot, tmp_path):
+    """The shipped property models carry parity samples (``crystal-designer evaluate NAME --record``)."""
+    from app.engine.core.registry import load_manifest
+    from app.ui.plots.models import ModelsDialog
+
+    manifest = load_manifest()
+    dialog = ModelsDialog({"models": manifest})
+    qtbot.addWidget(dialog)
+    names = [name for name, _ in dialog.rows]
+    for name in ("formation_energy", "band_gap", "elastic", "optical"):
+        sample = manifest[name]["metrics"]["parity_sample"]
+        dialog.list.setCurrentRow(names.index(name))
+        assert len(dialog.parity.figure.axes) == len(sample)  # one panel per target
+        assert dialog.parity.has_data and len(dialog.parity.table["true"]) == sum(len(s["true"]) for s in sample.values())
+        assert all("MAE" in axes.get_title() for axes in dialog.parity.figure.axes)
+    dialog.list.setCurrentRow(names.index("formation_energy"))
+    mae = manifest["formation_energy"]["metrics"]["validation_mae"]["formation_energy_per_atom"]
+    assert f"MAE {mae:.3g} eV/atom" in dialog.parity.figure.axes[0].get_title()
+    assert _drawn_pixels(dialog.parity) > 0.02
+    _exports(dialog.parity, tmp_path, rows=len(dialog.parity.table["true"]))

@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QHBoxLayout, QListWidget, QVBoxLayout, QWidget
 from app.ui.plots.canvas import PlotWidget
 
 #: Shown for models whose manifest entry holds no ``metrics.parity_sample`` (predicted vs true pairs of
-#: validation rows): the evaluation commands have recorded MAEs only so far.
+#: validation rows, written by ``crystal-designer evaluate NAME --record``).
 NO_PARITY = "{name}: no parity sample recorded (the manifest holds its validation metrics only)."
 
 
@@ -37,6 +37,21 @@ def mae_text(entry: dict) -> str:
     return "\n".join(dict.fromkeys(lines)) or "no validation metrics recorded"
 
 
+def parity_targets(sample: object) -> list[str]:
+    """Targets of a manifest parity sample with equally long, non-empty, finite true/predicted lists."""
+    if not isinstance(sample, dict):
+        return []
+    targets = []
+    for key, pairs in sample.items():
+        if not isinstance(pairs, dict):
+            continue
+        true, predicted = pairs.get("true"), pairs.get("predicted")
+        if isinstance(true, list) and isinstance(predicted, list) and true and len(true) == len(predicted) \
+                and np.isfinite(np.asarray(true + predicted, dtype=float)).all():
+            targets.append(str(key))
+    return targets
+
+
 class ParityPlot(PlotWidget):
     """Predicted vs true on validation rows, one panel per target."""
 
@@ -44,30 +59,48 @@ class ParityPlot(PlotWidget):
         super().__init__("Model parity", parent)
 
     def draw(self, name: str, entry: dict) -> None:
-        sample = (entry.get("metrics") or {}).get("parity_sample") or {}
+        """Draw model ``name``'s parity sample, one panel per target, or say that it has none."""
+        metrics = entry.get("metrics") or {}
+        sample = metrics.get("parity_sample") or {}
         units = entry.get("units") or {}
         self.figure.clear()
         self.table = {"target": [], "true": [], "predicted": []}
-        targets = [k for k, v in sample.items() if isinstance(v, dict) and v.get("true")]
+        targets = parity_targets(sample)
+        columns = min(len(targets), 3)
+        rows = -(-len(targets) // columns) if targets else 1
         for index, key in enumerate(targets):
             true = np.asarray(sample[key]["true"], dtype=float)
             predicted = np.asarray(sample[key]["predicted"], dtype=float)
-            axes = self.figure.add_subplot(1, len(targets), index + 1)
-            axes.scatter(true, predicted, s=6, alpha=0.5, color="#3b75af")
-            low, high = float(np.nanmin([true.min(), predicted.min()])), float(np.nanmax([true.max(), predicted.max()]))
-            axes.plot([low, high], [low, high], color="black", linewidth=0.8)
-            mae = float(np.nanmean(np.abs(predicted - true)))
-            unit = units.get(key, "")
-            axes.set_title(f"{key}\nMAE {mae:.3g} {unit} (n = {len(true)})", fontsize="small")
-            axes.set_xlabel(f"true {unit}".strip())
-            axes.set_ylabel(f"predicted {unit}".strip())
-            axes.set_aspect("equal", adjustable="datalim")
+            axes = self.figure.add_subplot(rows, columns, index + 1)
+            axes.scatter(true, predicted, s=7, alpha=0.45, color="#3b75af", edgecolors="none")
+            low = float(min(true.min(), predicted.min()))
+            high = float(max(true.max(), predicted.max()))
+            pad = 0.03 * (high - low or 1.0)
+            axes.plot([low - pad, high + pad], [low - pad, high + pad], color="black", linewidth=0.8, label="y = x")
+            unit = "" if units.get(key, "") in ("", "1") else units[key]
+            # The MAE over every validation row (stored with the sample); the sample's own MAE otherwise.
+            mae = sample[key].get("mae")
+            count = sample[key].get("count")
+            if not isinstance(mae, (int, float)):
+                mae, count = float(np.mean(np.abs(predicted - true))), len(true)
+            shown = f"{len(true)} of {count:,} shown" if isinstance(count, int) and count > len(true) \
+                else f"n = {len(true)}"
+            axes.set_title(f"{key}\nMAE {mae:.3g} {unit} ({shown})".replace("  ", " "), fontsize="small")
+            axes.set_xlabel(f"true {unit}".strip(), fontsize="small")
+            axes.set_ylabel(f"predicted {unit}".strip(), fontsize="small")
+            axes.set_xlim(low - pad, high + pad)
+            axes.set_ylim(low - pad, high + pad)
+            axes.set_aspect("equal", adjustable="box")
+            axes.tick_params(labelsize="x-small")
             self.table["target"] += [key] * len(true)
             self.table["true"] += true.tolist()
             self.table["predicted"] += predicted.tolist()
-        self.show_message(mae_text(entry) if targets else mae_text(entry) + "\n" + NO_PARITY.format(name=name))
-        if not targets:
-            self.figure.text(0.5, 0.5, NO_PARITY.format(name=name), ha="center", wrap=True)
+        if targets:
+            self.figure.suptitle(f"{name}: validation parity", fontsize="medium")
+            self.show_message(mae_text(entry))
+        else:
+            self.show_message(mae_text(entry) + "\n" + NO_PARITY.format(name=name))
+            self.figure.text(0.5, 0.5, NO_PARITY.format(name=name), ha="center", va="center", wrap=True)
         self.canvas.draw_idle()
 
 
@@ -79,7 +112,11 @@ class ModelsDialog(QWidget):
         self.setWindowTitle("Models")
         self.rows = model_rows(manifest)
         self.list = QListWidget()
-        self.list.addItems([name for name, _ in self.rows])
+        for name, entry in self.rows:
+            # Models with a recorded parity sample are marked, so they can be found in a long list.
+            has_sample = bool(parity_targets((entry.get("metrics") or {}).get("parity_sample")))
+            self.list.addItem(f"{name}  ◆" if has_sample else name)
+        self.list.setToolTip("◆: a validation parity sample is recorded")
         self.list.setMaximumWidth(180)
         self.parity = ParityPlot()
         self.list.currentRowChanged.connect(self._show)
