@@ -400,51 +400,65 @@ def record_generator_metrics(report: dict, command: str, folder=None) -> None:
 SUBSTITUTION_THRESHOLD = 1e-3
 
 
+#: Thresholds tried in turn: SubstitutionPredictor's probability is a product over the species, so
+#: a rare ion (Zr3+) leaves no change above 1e-3 at all.
+SUBSTITUTION_THRESHOLDS = (SUBSTITUTION_THRESHOLD, 1e-4, 1e-5)
+#: Oxidation-state assignments tried per threshold (the most plausible first).
+SUBSTITUTION_GUESSES = 3
+
+
 def substitution_baseline(base, count: int) -> list:
     """The ``count`` most probable charge-neutral ion substitutions of ``base`` (new crystals).
 
     pymatgen's :class:`SubstitutionPredictor` (Hautier et al. 2011, data-mined from the ICSD)
     proposes species replacements for the base's oxidation-state-decorated species; each is applied
-    to the base's own cell, and the identity and non-neutral ones are skipped.
+    to the base's own cell, and the identity and non-neutral ones are skipped. Oxidation-state
+    guesses are tried in pymatgen's order (common states, then all), those with most ions the
+    model knows first; ions it does not know (e.g. As2+) stay as they are. When a threshold gives
+    too few substitutions the next, lower one of :data:`SUBSTITUTION_THRESHOLDS` is tried.
     """
     from pymatgen.analysis.structure_prediction.substitution_probability import SubstitutionPredictor
     from pymatgen.core import Species
 
-    predictor = SubstitutionPredictor(threshold=SUBSTITUTION_THRESHOLD)
-    known = set(predictor.p.species)
+    out, seen = [], {base.composition.reduced_formula}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # The first oxidation-state guess whose ions the substitution model knows (e.g. not As2+).
-        guesses = base.composition.oxi_state_guesses(max_sites=-1)
-        guess = next((g for g in guesses
-                      if all(Species(el, g[el]) in known for el in g)), None)
-        if guess is None:
-            logger.warning("no ion-substitution baseline for %s: no oxidation states the model knows",
-                           base.composition.reduced_formula)
-            return []
-        decorated = base.copy()
-        decorated.add_oxidation_state_by_element(guess)
-        species = sorted({site.specie for site in decorated}, key=str)
-        predictions = predictor.list_prediction(species, to_this_composition=False)
-    amounts = decorated.composition
-    out, seen = [], set()
-    for prediction in sorted(predictions, key=lambda p: -p["probability"]):
-        mapping = prediction["substitutions"]
-        if all(old == new for old, new in mapping.items()):
-            continue
-        charge = sum(amounts[old] * getattr(new, "oxi_state", 0) for old, new in mapping.items())
-        new_elements = [new.symbol for new in mapping.values()]
-        if abs(charge) > 1e-6 or len(set(new_elements)) < len(new_elements):
-            continue
-        substituted = base.copy()
-        substituted.replace_species({old.symbol: new.symbol for old, new in mapping.items() if old.symbol != new.symbol})
-        formula = substituted.composition.reduced_formula
-        if formula in seen:
-            continue
-        seen.add(formula)
-        out.append(substituted)
-        if len(out) == count:
-            break
+        guesses = list(base.composition.oxi_state_guesses(max_sites=-1))
+        guesses += [g for g in base.composition.oxi_state_guesses(max_sites=-1, all_oxi_states=True)
+                    if g not in guesses]
+        for threshold in SUBSTITUTION_THRESHOLDS:
+            predictor = SubstitutionPredictor(threshold=threshold)
+            known = set(predictor.p.species)
+            ranked = sorted(guesses, key=lambda g: -sum(Species(el, g[el]) in known for el in g))
+            ranked = [g for g in ranked if any(Species(el, g[el]) in known for el in g)][:SUBSTITUTION_GUESSES]
+            for guess in ranked:
+                decorated = base.copy()
+                decorated.add_oxidation_state_by_element(guess)
+                species = sorted({site.specie for site in decorated if site.specie in known}, key=str)
+                amounts = decorated.composition
+                for prediction in sorted(predictor.list_prediction(species, to_this_composition=False),
+                                         key=lambda p: -p["probability"]):
+                    mapping = {old: new for old, new in prediction["substitutions"].items() if old != new}
+                    if not mapping:
+                        continue
+                    charge = sum(amounts[old] * (getattr(new, "oxi_state", 0) - old.oxi_state)
+                                 for old, new in mapping.items())
+                    elements = [site.symbol for site in amounts.elements if site not in mapping]
+                    elements += [new.symbol for new in mapping.values()]
+                    if abs(charge) > 1e-6 or len(set(elements)) < len(elements):
+                        continue
+                    substituted = base.copy()
+                    substituted.replace_species({old.symbol: new.symbol for old, new in mapping.items()})
+                    formula = substituted.composition.reduced_formula
+                    if formula in seen:
+                        continue
+                    seen.add(formula)
+                    out.append(substituted)
+                    if len(out) == count:
+                        return out
+    if not out:
+        logger.warning("no ion-substitution baseline for %s: no charge-neutral substitution of ions the model knows",
+                       base.composition.reduced_formula)
     return out
 
 
