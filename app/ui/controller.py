@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from app.engine.core.errors import CancelledError, CrystalDesignerError
@@ -290,7 +291,8 @@ class DesignController(QObject):
         Raises
         ------
         StructureReadError
-            For structures the representation cannot hold (non-cubic, > 40 sites).
+            For structures neither representation holds (disordered; > 20 primitive sites and not
+            a cubic cell of ≤ 40 sites).
         """
         cached = self._density_cache.get(record.uid)
         if cached is not None:
@@ -301,7 +303,9 @@ class DesignController(QObject):
             if structure is None:
                 raise CrystalDesignerError("This entry has no structure.")
             encoded = await self.client.encode_density(structure)
-            view = DensityView(encoded["density"], tuple(encoded["lattice_abc"]), encoded["structure"])
+            matrix = encoded.get("lattice_matrix")
+            view = DensityView(encoded["density"], tuple(encoded["lattice_abc"]), encoded["structure"],
+                               None if matrix is None else np.asarray(matrix, dtype=np.float64))
         if len(self._density_cache) >= _DENSITY_CACHE_SIZE:
             self._density_cache.pop(next(iter(self._density_cache)))
         self._density_cache[record.uid] = view

@@ -1,10 +1,16 @@
 """pyvista meshes and drawing for the 3-D view: balls, sticks, polyhedra, cell, axes, density (no Qt).
 
-All lengths are Å in the crystal's Cartesian frame. The density box of the ICSG3D representation
-spans [−0.25, 1.25) of the cell along each axis; its voxel centres are at
-``app.engine.generation.density.box_fractions()``, so the map is placed with origin ``u₀·a`` and spacing
-``1.5·a/32`` per axis. :func:`draw_structure` is the one drawing routine of the window's viewer
-and of ``--self-test``.
+All lengths are Å in the crystal's Cartesian frame. Two density representations are drawn:
+
+- the cubic (ICSG3D) box spans [−0.25, 1.25) of the cell along each axis; its voxel centres are at
+  ``app.engine.generation.density.box_fractions()``, so the map is placed with origin ``u₀·a`` and
+  spacing ``1.5·a/32`` per axis (an axis-aligned ``ImageData``);
+- the periodic map of any cell (``app.engine.generation.periodic_density``) has voxel ``(i, j, k)``
+  at the fractional point ``(i, j, k)/G``; it is drawn as a ``StructuredGrid`` whose points are those
+  fractional points times the lattice matrix, closed by repeating the first plane at fraction 1, so
+  the isosurface and slices fill the skewed cell.
+
+:func:`draw_structure` is the one drawing routine of the window's viewer and of ``--self-test``.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ MIN_POLYHEDRON_VERTICES = 4
 MATERIAL = {"specular": 0.45, "specular_power": 25.0, "ambient": 0.15, "diffuse": 0.85}
 
 
+#: Units of the two representations' maps (colour bar, level label).
+CUBIC_UNITS = "Z/Å³"
+PERIODIC_UNITS = "a.u."
+
+
 @dataclass
 class DensityView:
     """A density map placed in space with the atoms to draw over it.
@@ -55,24 +66,53 @@ class DensityView:
     Attributes
     ----------
     density : numpy.ndarray
-        Shape (G, G, G), Z/Å³; array axis c runs along cell axis c.
+        Shape (G, G, G); array axis c runs along cell axis c. Cubic maps: Z/Å³; periodic maps:
+        a sum of unit Gaussians (dimensionless).
     lattice_abc : tuple of float
-        Cell lengths a, b, c (Å) of the orthogonal cell the map belongs to.
+        Cell lengths a, b, c (Å) of the cell the map belongs to.
     structure : pymatgen.core.Structure
-        Atoms in that cell (conventional cell, or a candidate's segmented atoms).
+        Atoms in that cell (conventional cubic or standard periodic cell, or a candidate's
+        segmented atoms).
+    lattice_matrix : numpy.ndarray or None
+        Periodic maps only: shape (3, 3), rows a, b, c (Å) of the cell whose fractional grid the
+        map samples (``None``: the cubic box representation).
     """
 
     density: np.ndarray
     lattice_abc: tuple[float, float, float]
     structure: object
+    lattice_matrix: np.ndarray | None = None
+
+    @property
+    def periodic(self) -> bool:
+        """True for a map on the cell's own fractional grid (any crystal system)."""
+        return self.lattice_matrix is not None
+
+    @property
+    def units(self) -> str:
+        return PERIODIC_UNITS if self.periodic else CUBIC_UNITS
+
+    @property
+    def cell_matrix(self) -> np.ndarray:
+        """Rows a, b, c (Å) of the map's cell."""
+        return np.asarray(self.lattice_matrix, dtype=np.float64) if self.periodic else np.diag(self.lattice_abc)
 
 
 def candidate_density_view(record) -> DensityView | None:
-    """The decoded map a candidate record carries, with its segmented structure (None otherwise)."""
+    """The decoded map a candidate record carries, with its segmented structure (None otherwise).
+
+    Maps of the periodic generator (``periodic_density.GRID`` voxels per axis) sample the
+    decoded cell's fractional grid; the segmented structure is in that same cell.
+    """
+    from app.engine.generation import periodic_density
+
     structure = record.get_structure() if getattr(record, "is_candidate", False) else None
     if structure is None or record.density is None:
         return None
-    return DensityView(np.asarray(record.density, dtype=np.float32), tuple(structure.lattice.abc), structure)
+    density = np.asarray(record.density, dtype=np.float32)
+    periodic = density.shape[0] == periodic_density.GRID
+    return DensityView(density, tuple(structure.lattice.abc), structure,
+                       np.array(structure.lattice.matrix) if periodic else None)
 
 
 @dataclass
@@ -378,11 +418,15 @@ def element_legend(symbols: list[str], scheme: str = "VESTA") -> list[tuple[str,
     return [(s, element_colour(s, scheme)) for s in sorted(set(symbols), key=atomic_number)]
 
 
-def density_grid(view: DensityView, offset: np.ndarray | None = None) -> pv.ImageData:
-    """The map as point data ``density`` on the voxel centres of the box around the cell.
+def density_grid(view: DensityView, offset: np.ndarray | None = None):
+    """The map as point data ``density`` placed in the crystal's frame.
 
-    ``offset`` (Å, shape (3,)) moves it, e.g. to show a decoded map beside its structure.
+    Cubic maps: an ``ImageData`` on the voxel centres of the box around the cell. Periodic maps:
+    a ``StructuredGrid`` over the cell (see the module docstring). ``offset`` (Å, shape (3,))
+    moves it, e.g. to show a decoded map beside its structure.
     """
+    if view.periodic:
+        return periodic_density_grid(view.density, view.lattice_matrix, offset)
     from app.engine.generation.density import BOX_MARGIN, box_fractions
 
     grid_size = view.density.shape[0]
@@ -393,6 +437,37 @@ def density_grid(view: DensityView, offset: np.ndarray | None = None) -> pv.Imag
                         origin=tuple(origin))
     # VTK stores x fastest; array axis 0 is x, so Fortran order.
     grid.point_data["density"] = np.asarray(view.density, dtype=np.float32).ravel(order="F")
+    return grid
+
+
+def periodic_density_grid(density: np.ndarray, lattice_matrix: np.ndarray, offset: np.ndarray | None = None):
+    """A periodic fractional-grid map drawn in its (possibly skewed) cell.
+
+    Parameters
+    ----------
+    density : numpy.ndarray
+        Shape (G, G, G): voxel (i, j, k) at fractional (i, j, k)/G.
+    lattice_matrix : numpy.ndarray
+        Shape (3, 3), rows a, b, c (Å).
+    offset : numpy.ndarray, optional
+        Where the cell's origin goes (Å).
+
+    Returns
+    -------
+    pyvista.StructuredGrid
+        (G + 1)³ points spanning the whole cell (the first plane repeated at fraction 1, as the
+        map is periodic), point data ``density``.
+    """
+    closed = np.pad(np.asarray(density, dtype=np.float32), [(0, 1)] * 3, mode="wrap")
+    sizes = closed.shape
+    fractions = [np.arange(n, dtype=np.float64) / (n - 1) for n in sizes]
+    frac = np.stack(np.meshgrid(*fractions, indexing="ij"), axis=-1)  # (G+1, G+1, G+1, 3)
+    points = frac @ np.asarray(lattice_matrix, dtype=np.float64)
+    if offset is not None:
+        points = points + np.asarray(offset, dtype=np.float64)
+    grid = pv.StructuredGrid(points[..., 0], points[..., 1], points[..., 2])
+    # StructuredGrid points run with the first array axis fastest (Fortran order), as in ImageData.
+    grid.point_data["density"] = closed.ravel(order="F")
     return grid
 
 
@@ -422,7 +497,7 @@ def isosurface(grid: pv.ImageData, level: float) -> pv.PolyData | None:
     return surface if surface.n_points else None
 
 
-def orthogonal_slices(grid: pv.ImageData, lattice_abc, offset: np.ndarray | None = None) -> pv.MultiBlock:
+def orthogonal_slices(grid, lattice_abc, offset: np.ndarray | None = None) -> pv.MultiBlock:
     """Three slices through the cell centre, normal to a, b and c, within the cell (not the whole box).
 
     ``offset`` (Å) is where the cell's origin is (as given to :func:`density_grid`).
@@ -432,3 +507,21 @@ def orthogonal_slices(grid: pv.ImageData, lattice_abc, offset: np.ndarray | None
     cell = grid.clip_box((low[0], high[0], low[1], high[1], low[2], high[2]), invert=False)
     centre = (low + high) / 2
     return cell.slice_orthogonal(x=centre[0], y=centre[1], z=centre[2])
+
+
+def lattice_plane_slices(grid) -> pv.MultiBlock:
+    """The three lattice planes through the cell centre (fractions ½ along a, b and c) of a
+    :func:`periodic_density_grid`: in a skewed cell they are the cell's own mid-planes, not
+    Cartesian planes."""
+    sizes = np.asarray(grid.dimensions)
+    points = np.asarray(grid.points).reshape(*sizes[::-1], 3).transpose(2, 1, 0, 3)  # (i, j, k, xyz)
+    values = np.asarray(grid.point_data["density"]).reshape(*sizes[::-1]).transpose(2, 1, 0)
+    blocks = pv.MultiBlock()
+    for axis, name in enumerate("abc"):
+        index = [slice(None)] * 3
+        index[axis] = slice(sizes[axis] // 2, sizes[axis] // 2 + 1)
+        plane, plane_values = points[tuple(index)], values[tuple(index)]
+        mesh = pv.StructuredGrid(plane[..., 0], plane[..., 1], plane[..., 2])
+        mesh.point_data["density"] = plane_values.ravel(order="F")
+        blocks[f"normal to {name}"] = mesh
+    return blocks

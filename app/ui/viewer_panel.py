@@ -18,12 +18,16 @@ from app.ui.records import CrystalRecord
 
 logger = logging.getLogger(__name__)
 
-NON_CUBIC_NOTE = "density map: only cubic cells ≤ 40 sites"
+#: Shown (with the engine's reason as tooltip) for crystals neither density representation holds.
+NO_MAP_NOTE = "no density map: only ordered crystals of ≤ 20 primitive sites (cubic: ≤ 40 sites)"
 DensityProvider = Callable[[CrystalRecord], Awaitable[scene.DensityView]]
 _LEVEL_STEPS = 100
 #: Initial isosurface level, as a fraction of the map's range. Low enough that the surface
 #: encloses the balls (a level near the maximum gives shells hidden inside them).
 DEFAULT_LEVEL = 0.3
+#: The same for periodic maps (unit Gaussians of σ = 0.4 Å): at 0.08 of the range a surface of
+#: ~0.9 Å radius around each atom, outside the balls of all but the largest atoms, still apart.
+DEFAULT_LEVEL_PERIODIC = 0.08
 #: Direction from the crystal towards the camera when a structure is first shown.
 VIEW_DIRECTION = (2.2, 1.0, 0.7)
 #: Gap (Å) between a candidate's structure and its decoded map when shown side by side.
@@ -77,7 +81,7 @@ class ViewerPanel(QWidget):
     ----------
     density_provider : callable
         ``await density_provider(record)`` → :class:`~app.ui.scene.DensityView`; raises
-        ``StructureReadError`` for structures without a map (non-cubic, > 40 sites).
+        ``StructureReadError`` for structures without a map (disordered, too many sites).
 
     Signals
     -------
@@ -270,8 +274,8 @@ class ViewerPanel(QWidget):
         if record is self._record and record is not None:
             return
         self._record = record
-        self._density = scene.candidate_density_view(record) if record is not None else None
-        self._density_grid = None
+        self._density = None
+        self._set_density(scene.candidate_density_view(record) if record is not None else None)
         self._cancel_density_task()
         self.note.setText("")
         self._update_title()
@@ -446,7 +450,7 @@ class ViewerPanel(QWidget):
             view = await self._density_provider(record)
         except StructureReadError as error:
             if record is self._record:
-                self.note.setText(NON_CUBIC_NOTE)
+                self.note.setText(NO_MAP_NOTE)
                 self.note.setToolTip(str(error))
             return
         except (CancelledError, asyncio.CancelledError):
@@ -463,10 +467,19 @@ class ViewerPanel(QWidget):
             return
         self.note.setText("")
         self.note.setToolTip("")
+        self._set_density(view)
+        self._redraw(reset_camera=True)
+
+    def _set_density(self, view: scene.DensityView | None) -> None:
+        """Show ``view``'s map; a map of the other representation resets the level to its default."""
         self._density = view
         self._density_grid = None
+        if view is not None and getattr(self, "_level_kind", None) != view.periodic:
+            self._level_kind = view.periodic
+            self.level.blockSignals(True)
+            self.level.setValue(round((DEFAULT_LEVEL_PERIODIC if view.periodic else DEFAULT_LEVEL) * _LEVEL_STEPS))
+            self.level.blockSignals(False)
         self._update_level_controls()
-        self._redraw(reset_camera=True)
 
     def _cancel_density_task(self) -> None:
         if self._density_task is not None and not self._density_task.done():
@@ -482,11 +495,11 @@ class ViewerPanel(QWidget):
         return RADIUS_KINDS[max(self.radius_kind.currentIndex(), 0)]
 
     def _map_offset(self) -> np.ndarray:
-        """Where the map's cell starts: beside a candidate's structure (along a), else on it."""
+        """Where the map's cell starts: beside a candidate's structure (along x), else on it."""
         if self._density is None or not (self._record is not None and self._record.is_candidate
                                          and self.side_by_side.isChecked()):
             return np.zeros(3)
-        return np.array([self._density.lattice_abc[0] * self._repeat()[0] + SIDE_BY_SIDE_GAP, 0.0, 0.0])
+        return np.array([side_by_side_shift(self._density.cell_matrix, self._repeat()), 0.0, 0.0])
 
     def _grid(self):
         if self._density is not None and self._density_grid is None:
@@ -498,7 +511,7 @@ class ViewerPanel(QWidget):
         self.level.setEnabled(has_density)
         self.show_slices.setEnabled(has_density)
         self.side_by_side.setEnabled(has_density and self._record is not None and self._record.is_candidate)
-        self.level_label.setText(f"{self._current_level():.3g} Z/Å³" if has_density else "")
+        self.level_label.setText(f"{self._current_level():.3g} {self._density.units}" if has_density else "")
 
     def _current_level(self) -> float:
         if self._density is None:
@@ -577,11 +590,12 @@ class ViewerPanel(QWidget):
         grid = self._grid()
         self._add_isosurface()
         if self.show_slices.isChecked() and self.show_slices.isEnabled():
-            self.plotter.add_mesh(scene.orthogonal_slices(grid, self._density.lattice_abc, self._map_offset()),
-                                  scalars="density", cmap=scene.DENSITY_CMAP, clim=self._clim(), opacity=0.8,
+            slices = (scene.lattice_plane_slices(grid) if self._density.periodic
+                      else scene.orthogonal_slices(grid, self._density.lattice_abc, self._map_offset()))
+            self.plotter.add_mesh(slices, scalars="density", cmap=scene.DENSITY_CMAP, clim=self._clim(), opacity=0.8,
                                   show_scalar_bar=False, render=False, name="slices", pickable=False)
         if not np.allclose(self._map_offset(), 0.0):
-            self.plotter.add_mesh(scene.cell_outline(np.diag(self._density.lattice_abc)).translate(
+            self.plotter.add_mesh(scene.cell_outline(self._density.cell_matrix).translate(
                 self._map_offset(), inplace=False), color=scene.CELL_COLOUR, line_width=1, render=False,
                 name="map_cell", pickable=False)
 
@@ -597,7 +611,7 @@ class ViewerPanel(QWidget):
         self._iso_actor = self.plotter.add_mesh(
             surface, scalars="density", cmap=scene.DENSITY_CMAP, clim=self._clim(), opacity=scene.DENSITY_OPACITY,
             smooth_shading=True, render=False, name="isosurface", pickable=False,
-            scalar_bar_args=COLOUR_BAR)
+            scalar_bar_args=colour_bar(self._density.units))
 
     def _apply_projection(self) -> None:
         self.plotter.camera.SetParallelProjection(self.orthographic.isChecked())
@@ -624,9 +638,24 @@ DENSITY_ACTORS = ("isosurface", "slices", "map_cell", "picks")
 
 #: The density colour bar: short title on two lines, fixed font sizes (VTK otherwise scales the
 #: title to the bar's width and clips it at the window's right edge in narrow views).
-COLOUR_BAR = {"title": "density\n(Z/Å³)", "vertical": True, "position_x": 0.84, "position_y": 0.06, "height": 0.38,
-              "width": 0.07, "color": "black", "fmt": "%.2f", "n_labels": 4, "title_font_size": 14,
+COLOUR_BAR = {"title": f"density\n({scene.CUBIC_UNITS})", "vertical": True, "position_x": 0.84,
+              "position_y": 0.06, "height": 0.38, "width": 0.07, "color": "black", "fmt": "%.2f", "n_labels": 4, "title_font_size": 14,
               "label_font_size": 12, "unconstrained_font_size": True, "render": False}
+
+
+def colour_bar(units: str) -> dict:
+    """:data:`COLOUR_BAR` with the map's units in the title."""
+    return {**COLOUR_BAR, "title": f"density\n({units})"}
+
+
+def side_by_side_shift(cell_matrix: np.ndarray, repeat: tuple[int, int, int]) -> float:
+    """x shift (Å) that puts a map's cell clear of the drawn ``repeat`` supercell of the same cell,
+    :data:`SIDE_BY_SIDE_GAP` apart (skewed cells lean, so their x extents are compared)."""
+    corners = np.array(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij")).reshape(3, -1).T.astype(np.float64)
+    matrix = np.asarray(cell_matrix, dtype=np.float64)
+    supercell_x = (corners * np.asarray(repeat, dtype=np.float64)) @ matrix[:, 0]
+    cell_x = corners @ matrix[:, 0]
+    return float(supercell_x.max() - cell_x.min() + SIDE_BY_SIDE_GAP)
 
 
 def pv_spheres(centres: np.ndarray, radii: np.ndarray):

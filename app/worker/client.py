@@ -289,7 +289,7 @@ class WorkerClient:
         return info
 
     async def encode_density(self, structure) -> dict:
-        """Density map of a cubic structure (see ``jobs.encode_density``)."""
+        """Density map of a structure for the viewer, cubic or periodic (see ``jobs.encode_density``)."""
         return await self.submit(jobs.encode_density, structure=structure)
 
     def cancel(self, job_id: int) -> None:

@@ -276,24 +276,43 @@ def latent_map(context, bases: list | None = None) -> dict:
 
 @runs_between_batches
 def encode_density(context, structure) -> dict:
-    """Voxel density map of a cubic crystal for the viewer.
+    """Density map of a crystal for the viewer, in the representation the generator uses for it.
+
+    Cubic cells (≤ 40 sites in the conventional cell) get the cubic ICSG3D map, unless their
+    composition class goes to the periodic generator (``generator.PERIODIC_CUBIC_CLASSES``, e.g.
+    ABX3 perovskites); every other ordered crystal of ≤ 20 primitive sites gets the periodic map of
+    its standard cell.
 
     Returns
     -------
     dict
-        ``density`` (numpy (32, 32, 32) float32, Z/Å³), ``lattice_abc`` (3 floats, Å) and
-        ``structure`` (the conventional cell the map is computed for).
+        ``density`` (numpy float32: (32, 32, 32) Z/Å³ for the cubic map, (24, 24, 24) sum of unit
+        Gaussians for the periodic one), ``lattice_abc`` (3 floats, Å), ``lattice_matrix`` (None for the
+        cubic map; the periodic map's cell, (3, 3) rows a, b, c in Å) and ``structure`` (the cell the map
+        is computed for).
 
     Raises
     ------
     StructureReadError
-        Non-cubic or > 40-site cells (the engine's message).
+        If neither representation holds the crystal (the periodic one's message, which names the limit).
     """
-    from app.engine.generation.density import encode
+    from app.engine.core.errors import StructureReadError
+    from app.engine.generation import density as cubic
+    from app.engine.generation import periodic_density
+    from app.engine.generation.generator import PERIODIC_CUBIC_CLASSES
 
-    encoded = encode(structure)
-    return {"density": encoded.density, "lattice_abc": [float(x) for x in encoded.lattice_abc],
-            "structure": encoded.structure}
+    amounts = tuple(sorted(int(round(x)) for x in structure.composition.reduced_composition.values()))
+    if amounts not in PERIODIC_CUBIC_CLASSES:
+        try:
+            encoded = cubic.encode(structure)
+            return {"density": encoded.density, "lattice_abc": [float(x) for x in encoded.lattice_abc],
+                    "lattice_matrix": None, "structure": encoded.structure}
+        except StructureReadError:
+            pass  # not cubic, or too big a conventional cell: the periodic map may still hold it
+    maps = periodic_density.encode(structure)
+    lattice = maps.structure.lattice
+    return {"density": maps.density, "lattice_abc": [float(x) for x in lattice.abc],
+            "lattice_matrix": lattice.matrix.copy(), "structure": maps.structure}
 
 
 # -- DING compositions ---------------------------------------------------------------------------

@@ -76,3 +76,19 @@ def kept_candidate_payload(structure, index: int = 0) -> dict:
                                  "novel": True, "in_windows": True, "unique": True},
                           latent_distance=0.42, kept=True, density=encoded.density.astype("float16"))
     return _candidate_payload(candidate)
+
+
+def periodic_candidate_payload(structure, index: int = 0) -> dict:
+    """A kept candidate of the periodic generator: the standard cell and its true periodic map."""
+    from app.engine.generation.generator import Candidate
+    from app.engine.generation.periodic_density import encode
+    from app.engine.core.property_table import PROPERTY_KEYS
+    from app.worker.jobs import _candidate_payload
+
+    maps = encode(structure)
+    candidate = Candidate(index=index, structure=maps.structure, formula=maps.structure.composition.reduced_formula,
+                          properties={k: 1.0 + i for i, k in enumerate(PROPERTY_KEYS)},
+                          flags={"decoded": True, "distance_ok": True, "charge_balanced": True, "same_formula": True,
+                                 "novel": True, "in_windows": True, "unique": True},
+                          latent_distance=0.42, kept=True, density=maps.density.astype("float16"))
+    return _candidate_payload(candidate)

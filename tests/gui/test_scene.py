@@ -109,3 +109,29 @@ def test_slices_stay_inside_the_cell(example):
     a = encoded.lattice_abc[0]
     bounds = slices.bounds
     assert bounds[0] >= -1e-6 and bounds[1] <= a + 1e-6
+
+
+def test_periodic_map_is_drawn_in_its_skewed_cell():
+    """Grid point (i, j, k) sits at fractional (i, j, k)/G of the cell and carries voxel (i mod G, …)."""
+    from app.ui.scene import DensityView, density_grid, isosurface, lattice_plane_slices
+
+    rng = np.random.default_rng(0)
+    density = rng.uniform(0, 1, (6, 6, 6)).astype(np.float32)
+    matrix = np.array([[3.0, 0.0, 0.0], [1.2, 4.0, 0.0], [0.5, 0.7, 5.0]])  # triclinic
+    offset = np.array([10.0, 0.0, 0.0])
+    view = DensityView(density, (3.0, 4.2, 5.1), None, matrix)
+    assert view.periodic and view.units == "a.u."
+    grid = density_grid(view, offset)
+    assert tuple(grid.dimensions) == (7, 7, 7)
+    points, values = np.asarray(grid.points), np.asarray(grid.point_data["density"])
+    for i, j, k in [(0, 0, 0), (1, 2, 3), (6, 0, 5), (6, 6, 6)]:
+        n = i + 7 * j + 49 * k
+        assert np.allclose(points[n], np.array([i, j, k]) / 6 @ matrix + offset)
+        assert values[n] == density[i % 6, j % 6, k % 6]
+    surface = isosurface(grid, 0.5)
+    frac = (np.asarray(surface.points) - offset) @ np.linalg.inv(matrix)
+    assert frac.min() > -1e-9 and frac.max() < 1 + 1e-9
+    for axis, plane in enumerate(lattice_plane_slices(grid)):
+        frac = (np.asarray(plane.points) - offset) @ np.linalg.inv(matrix)
+        assert np.allclose(frac[:, axis], 0.5)  # the cell's mid-plane, not a Cartesian plane
+    assert DensityView(density, (3.0, 3.0, 3.0), None).units == "Z/Å³"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from gui_support import kept_candidate_payload, requires_display, wait_until
+from gui_support import kept_candidate_payload, periodic_candidate_payload, requires_display, wait_until
 
 pytestmark = requires_display
 
@@ -35,15 +35,75 @@ def test_cubic_library_entry_shows_atoms_bonds_cell_and_density(window, run, exa
     assert image.std() > 5  # something was drawn, not a blank canvas
 
 
-def test_non_cubic_structure_shows_atoms_and_a_note(window, run, example):
-    from app.ui.viewer_panel import NON_CUBIC_NOTE
-
+def test_rutile_shows_its_periodic_map_in_the_tetragonal_cell(window, run, example):
+    """Non-cubic crystals get the periodic map, drawn in their own cell; toggling it changes pixels."""
     records = run(window.open_paths([example("TiO2_rutile")]))
     viewer = window.viewer
-    run(wait_until(lambda: viewer.note.text() == NON_CUBIC_NOTE, timeout=60, message="non-cubic note"))
+    assert viewer.record is records[0]
+    run(viewer.wait_density())
+    view = viewer.density_view
+    assert view is not None and view.periodic and view.density.shape == (24, 24, 24)
+    assert viewer.note.text() == ""
+    assert {"atoms", "cell", "isosurface"} <= _actors(window)
+    assert "a.u." in viewer.level_label.text() and any("a.u." in title for title in viewer.plotter.scalar_bars.keys())
+    # The surface lies in the map's (standard, primitive) cell, and the atoms drawn are that cell's.
+    surface = viewer.plotter.renderer.actors["isosurface"].mapper.dataset
+    frac = np.asarray(surface.points) @ np.linalg.inv(view.lattice_matrix)
+    assert frac.min() > -1e-6 and frac.max() < 1 + 1e-6
+    assert viewer.displayed_atoms is not None and view.structure.composition.reduced_formula == "TiO2"
+    with_map = viewer.plotter.screenshot(return_img=True).astype(int)
+    viewer.show_density.setChecked(False)
+    without_map = viewer.plotter.screenshot(return_img=True).astype(int)
+    assert "isosurface" not in _actors(window)
+    changed = np.any(np.abs(with_map - without_map) > 10, axis=2).mean()
+    assert changed > 0.02, f"only {changed:.1%} of the pixels changed when the isosurface was hidden"
+    viewer.show_density.setChecked(True)
+    viewer.show_slices.setChecked(True)
+    assert "slices" in _actors(window)
+    slices = viewer.plotter.renderer.actors["slices"].mapper.dataset
+    assert slices is not None
+
+
+def test_crystal_without_a_map_shows_atoms_and_says_why(window, run, tmp_path):
+    from pymatgen.core import Lattice, Structure
+
+    from app.ui.viewer_panel import NO_MAP_NOTE
+
+    rng = np.random.default_rng(0)
+    big = Structure(Lattice.orthorhombic(9, 10, 11), ["Na"] * 12 + ["Cl"] * 12, rng.uniform(0, 1, (24, 3)))
+    path = tmp_path / "big.cif"
+    big.to(filename=str(path))
+    records = run(window.open_paths([path]))
+    viewer = window.viewer
+    run(wait_until(lambda: viewer.note.text() == NO_MAP_NOTE, timeout=60, message="no-map note"))
+    assert "20" in viewer.note.toolTip()  # the engine's reason names the site limit
     assert viewer.density_view is None
     assert "atoms" in _actors(window) and "isosurface" not in _actors(window)
     assert viewer.record is records[0]
+
+
+def test_periodic_candidate_shows_its_decoded_map_beside_its_structure(window, run, example):
+    from pymatgen.core import Structure
+
+    from app.ui.records import candidate_record
+
+    rutile = Structure.from_file(str(example("TiO2_rutile")))
+    candidate = candidate_record(periodic_candidate_payload(rutile, index=3), "TiO2_rutile.cif")
+    window.model.add([candidate])
+    window.results.select([candidate])
+    window.results.view.setCurrentIndex(window.results.view.selectionModel().selectedRows()[0])
+    viewer = window.viewer
+    assert viewer.record is candidate
+    view = viewer.density_view
+    assert view is not None and view.periodic and view.density.shape == (24, 24, 24)
+    assert {"atoms", "isosurface", "map_cell"} <= _actors(window)
+    atoms_x = np.asarray(viewer.plotter.renderer.actors["atoms"].mapper.dataset.points)[:, 0]
+    surface_x = np.asarray(viewer.plotter.renderer.actors["isosurface"].mapper.dataset.points)[:, 0]
+    assert surface_x.min() > atoms_x.max()  # beside, not on top
+    viewer.side_by_side.setChecked(False)
+    frac = np.asarray(viewer.plotter.renderer.actors["isosurface"].mapper.dataset.points) @ np.linalg.inv(
+        view.lattice_matrix)
+    assert frac.min() > -1e-6 and frac.max() < 1 + 1e-6  # on the structure, in its cell
 
 
 def test_candidate_shows_its_decoded_density_with_the_atoms(window, run, example):
