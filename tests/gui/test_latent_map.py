@@ -62,6 +62,16 @@ def test_latent_map_shows_training_cells_base_and_candidates(tiny_models, window
     assert _drawn_pixels(plot) > 0.02
     _exports(plot, tmp_path, rows=44)
     plot.close()
+    # A candidate of the periodic generator (another latent space) is left off the map, with a note.
+    periodic = candidate_record(kept_candidate_payload(base.structure, index=9), "NaCl.cif")
+    periodic.latent = np.zeros(5, dtype=np.float32)
+    window.model.add([periodic])
+    plot = window.plots.show_latent_map()
+    run(wait_until(lambda: plot.task.done(), timeout=60, message="latent map"))
+    plot.task.result()
+    assert plot.table["kind"].count("candidate") == 2
+    assert "1 candidate of the periodic generator is not shown" in plot.message.text()
+    plot.close()
 
 
 def test_latent_map_missing_is_said(window, run):

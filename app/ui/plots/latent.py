@@ -71,7 +71,15 @@ class LatentMapPlot(PlotWidget):
         for row, (x, y) in enumerate(points):
             self._row("validation cell" if validation[row] else "training cell", "", x, y, energy[row])
         notes = []
-        with_latent = [r for r in candidates if r.latent is not None]
+        # The map is the cubic generator's latent space; candidates of the periodic generator (any
+        # crystal system) have latents of another model (another size) and cannot be projected on it.
+        map_dim = np.asarray(data["components"]).shape[1]
+        other_model = [r for r in candidates if r.latent is not None and len(r.latent) != map_dim]
+        with_latent = [r for r in candidates if r.latent is not None and len(r.latent) == map_dim]
+        if other_model:
+            count = len(other_model)
+            notes.append(f"{count} candidate{'s' if count > 1 else ''} of the periodic generator "
+                         f"{'are' if count > 1 else 'is'} not shown: the map is the cubic generator's latent space.")
         placed = project(data, np.stack([r.latent for r in with_latent])) if with_latent else np.zeros((0, 2))
         kept = np.array([bool(r.kept) for r in with_latent], dtype=bool)
         for record, (x, y) in zip(with_latent, placed):
