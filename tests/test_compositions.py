@@ -269,3 +269,106 @@ def test_charge_balance_of_many_element_compositions_is_not_guessed():
     many = "LiNaKRbCsMgCaSrBaOFClBr"
     assert not charge_balanced(many)
     assert MAX_ELEMENTS_FOR_GUESS < 13
+
+
+def _tiny_composition_data():
+    from app.engine.compositions.formula import count_vector
+    from app.engine.training.ding_data import CompositionData
+
+    formulas = ["NaCl", "KBr", "FeO", "Al2O3", "MgO", "CaF2", "NaBr", "KCl"]
+    counts = np.stack([count_vector(parse_formula(f)) for f in formulas])
+    targets = np.array([[-2.1, -3.5, 23], [-1.9, -3.2, 35], [-1.4, -7.0, 10], [-3.4, -7.5, 8.5],
+                        [-3.0, -6.0, 9.5], [-4.0, -5.0, 13], [-1.8, -3.1, 27], [-2.2, -3.6, 31]], dtype=np.float32)
+    report = {"formation_enthalpy_rows": 8, "joined_three_files": 8, "compositions_joined": 8,
+              "formation_enthalpy_unusable_formulas": 0, "implausible_labels_dropped": 0, "compositions_used": 8}
+    return CompositionData(np.array(formulas), counts, targets, np.array([False] * 6 + [True] * 2), report)
+
+
+def test_elemental_coefficients_are_a_least_squares_fit_of_the_fractions():
+    from app.engine.compositions.formula import ELEMENT_INDEX, count_vector
+    from app.engine.training.train_ding import fit_elemental_coefficients
+
+    per_element = {"Na": -1.0, "Cl": -2.0, "K": -0.5, "Br": -1.5, "O": -4.0, "Fe": -6.0}
+    formulas = ["NaCl", "Na2Cl", "KBr", "K3Br", "FeO", "Fe2O3", "NaBr", "KCl"]
+    counts = np.stack([count_vector(parse_formula(f)) for f in formulas])
+    fractions = counts / counts.sum(1, keepdims=True)
+    values = fractions @ np.array([per_element.get(e, 0.0) for e in ELEMENT_INDEX])
+    coefficients = fit_elemental_coefficients(counts, values)
+    for element, value in per_element.items():
+        assert coefficients[ELEMENT_INDEX[element]] == pytest.approx(value, abs=1e-4)
+    assert coefficients[ELEMENT_INDEX["U"]] == 0.0  # absent from the data: the minimum-norm solution
+
+
+def test_residual_predictor_is_its_elemental_part_plus_the_network():
+    import torch
+
+    from app.engine.compositions.formula import count_vector
+    from app.engine.compositions.networks import CompositionResidualDNN
+
+    torch.manual_seed(0)
+    model = CompositionResidualDNN(hidden=(8, 8)).eval()
+    with torch.no_grad():
+        model.elemental_coefficients.uniform_(-3, 0)
+        model.element_properties.normal_()
+    counts = torch.from_numpy(np.stack([count_vector(parse_formula(f)) for f in ("NaCl", "Na2Cl2", "Fe2O3")]))
+    features = model.raw_features(counts)
+    assert features.shape == (3, model.feature_mean.shape[0])
+    torch.testing.assert_close(features[0], features[1])  # a formula unit's multiple is the same composition
+    with torch.no_grad():
+        total = model.predict_counts(counts)
+        expected = model(counts) * model.target_std + model.target_mean + model.fractions(counts) @ \
+            model.elemental_coefficients
+    torch.testing.assert_close(total, expected)
+
+
+def test_residual_training_writes_entries_and_derives_the_energy(tmp_path, monkeypatch):
+    import torch
+
+    from app.engine.compositions.runtime import CompositionPredictor
+    from app.engine.core.registry import load_manifest
+    from app.engine.training import train_ding
+
+    monkeypatch.setenv("CRYSTAL_DESIGNER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(train_ding, "RESIDUAL_HIDDEN", (8, 8))
+    data = _tiny_composition_data()
+    out = tmp_path / "models"
+    out.mkdir()
+    train_ding.write_known_compositions(data, out)
+    metrics = train_ding.train_residual_predictors(epochs=2, output_dir=out, data=data)
+    assert set(metrics) == {"ding_formation_enthalpy", "ding_volume_per_atom", "ding_energy_per_atom"}
+    manifest = load_manifest(out)
+    enthalpy, energy = manifest["ding_formation_enthalpy"], manifest["ding_energy_per_atom"]
+    assert enthalpy["kind"] == energy["kind"] == "ding_residual" and enthalpy["epochs_completed"] == 2
+    assert energy["derived_from"]["sha256"] == enthalpy["sha256"]
+    assert "held out of the fit" in enthalpy["training"]["early_stopping"]
+    assert (out / "ding_volume_per_atom.md").read_text().startswith("# Model card: ding_volume_per_atom")
+    predictor = CompositionPredictor(folder=out)
+    records = predictor.predict(["NaCl", "Fe2O3"])
+    assert all(isinstance(r["energy_per_atom"], float) for r in records)
+    # The energy model is the enthalpy network with another elemental part: their difference is linear.
+    counts = torch.from_numpy(data.counts)
+    with torch.no_grad():
+        difference = predictor.models["energy_per_atom"].predict_counts(counts) - \
+            predictor.models["formation_enthalpy"].predict_counts(counts)
+        linear = predictor.models["energy_per_atom"].linear_part(counts) - \
+            predictor.models["formation_enthalpy"].linear_part(counts)
+    torch.testing.assert_close(difference, linear, rtol=1e-4, atol=1e-4)
+    again = train_ding.train_residual_predictor("volume_per_atom", data, epochs=2, output_dir=out)
+    assert again["history"] == manifest["ding_volume_per_atom"]["history"]  # resumed: nothing left to train
+
+
+def test_count_draws_follow_temperature_and_nucleus(ding_models):
+    from app.engine.compositions.runtime import CompositionGenerator, TargetError
+
+    plain = CompositionGenerator()
+    conditions = plain.known.conditions({"formation_enthalpy": -2.0}, 16, np.random.default_rng(0))
+    argmax = plain.sample_counts(conditions, seed=3)
+    narrow = CompositionGenerator(temperature=1.0, top_p=1e-6)  # a nucleus of one count: the most likely one
+    np.testing.assert_array_equal(narrow.sample_counts(conditions, seed=3), argmax)
+    hot = CompositionGenerator(temperature=50.0, latent_scale=0.5)
+    first, second = hot.sample_counts(conditions, seed=3), hot.sample_counts(conditions, seed=3)
+    np.testing.assert_array_equal(first, second)  # the same seed draws the same counts
+    assert not np.array_equal(first, argmax)  # a flat softmax draws other counts than the most likely
+    for options in ({"temperature": -1.0}, {"latent_scale": 0.0}, {"top_p": 0.0}, {"top_p": 1.5}):
+        with pytest.raises(TargetError):
+            CompositionGenerator(**options)

@@ -12,8 +12,9 @@ from app.engine.core.elements import FEATURE_LENGTH
 from app.engine.core.errors import StructureReadError
 from app.engine.core.property_table import PROPERTY_KEYS
 from app.engine.io.crystal_io import read_crystal_file
-from app.engine.properties.point_cloud import (CELL_DESCRIPTOR_LENGTH, POINT_FEATURE_LENGTH, collate_clouds,
-                                               point_cloud)
+from app.engine.properties.point_cloud import (CELL_DESCRIPTOR_LENGTH, DISTANCE_CENTRES, ENVIRONMENT_LENGTH,
+                                               FULL_POINT_FEATURE_LENGTH, POINT_FEATURE_LENGTH, collate_clouds,
+                                               environment_features, point_cloud)
 from app.engine.properties.pointnet import PointNet, PointNetConfig, batch_to_tensors, masked_max
 
 TARGETS = ["formation_energy_per_atom", "band_gap", "log10_bulk_modulus", "log10_shear_modulus",
@@ -53,7 +54,8 @@ def test_point_cloud_shapes_and_centring(example):
     small = point_cloud(_structure(example, "Fe"))
     assert small.n_atoms < 5
     batch = collate_clouds([cloud, small])
-    assert batch.points.shape == (2, 5, POINT_FEATURE_LENGTH) and POINT_FEATURE_LENGTH == 3 + FEATURE_LENGTH
+    assert POINT_FEATURE_LENGTH == 3 + FEATURE_LENGTH
+    assert batch.points.shape == (2, 5, FULL_POINT_FEATURE_LENGTH) == (2, 5, POINT_FEATURE_LENGTH + ENVIRONMENT_LENGTH)
     assert batch.mask.tolist() == [[True] * 5, [True] * small.n_atoms + [False] * (5 - small.n_atoms)]
     assert not batch.points[1, small.n_atoms:].any()
 
@@ -68,6 +70,39 @@ def test_point_cloud_keeps_interatomic_distances_and_ignores_rotation(example):
     images = [np.linalg.norm(structure[0].coords - structure[1].coords - structure.lattice.get_cartesian_coords(t))
               for t in np.array(np.meshgrid(*[[-1, 0, 1]] * 3)).T.reshape(-1, 3)]
     assert min(abs(d - x) for x in images) < 1e-4
+
+
+def test_environment_features_see_the_neighbours_across_the_cell_faces(example):
+    structure = _structure(example, "NaCl")
+    cloud, rotated = point_cloud(structure), point_cloud(_rotated(structure))
+    # Rock salt: 6 unlike neighbours at a/2, then 6 like ones at a/sqrt(2) (most across the cell faces).
+    assert (cloud.neighbor_distances[:, :6] < cloud.neighbor_distances[:, 6:].min()).all()
+    chlorine, sodium = 17, 11
+    assert set(cloud.neighbor_numbers[cloud.atomic_numbers == sodium, :6].ravel()) == {chlorine}
+    np.testing.assert_allclose(cloud.neighbor_distances, rotated.neighbor_distances, atol=1e-4)
+    features = environment_features(cloud.neighbor_numbers, cloud.neighbor_distances)
+    assert features.shape == (cloud.n_atoms, ENVIRONMENT_LENGTH)
+    # The histogram holds all 12 neighbours; the mean neighbour feature is a weighted mean of element features.
+    histogram = features[:, :len(DISTANCE_CENTRES)]
+    assert histogram.sum(axis=1) == pytest.approx(12 * np.sqrt(np.pi) * 0.25 / 0.25, rel=0.1)
+    from app.engine.core.elements import element_feature_table
+
+    table = element_feature_table()
+    row = int(np.flatnonzero(cloud.atomic_numbers == sodium)[0])
+    np.testing.assert_allclose(features[row, len(DISTANCE_CENTRES):].sum(), table[chlorine].sum(), rtol=1e-5)
+    batch = collate_clouds([cloud])
+    np.testing.assert_allclose(batch.points[0, :, POINT_FEATURE_LENGTH:], features, rtol=1e-6)
+
+
+def test_a_seed_width_model_reads_only_its_columns(example):
+    seed_model = _tiny_model()  # point_features = POINT_FEATURE_LENGTH: coordinates and element features only
+    full_model = _tiny_model(point_features=FULL_POINT_FEATURE_LENGTH)
+    batch = batch_to_tensors(collate_clouds([point_cloud(_structure(example, "GaAs"))]))
+    changed = batch_to_tensors(collate_clouds([point_cloud(_structure(example, "GaAs"))]))
+    changed.points[..., POINT_FEATURE_LENGTH:] += 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(seed_model.forward_batch(batch), seed_model.forward_batch(changed))
+        assert not torch.allclose(full_model.forward_batch(batch), full_model.forward_batch(changed))
 
 
 def test_point_cloud_refuses_unusable_structures():
@@ -183,7 +218,8 @@ def test_training_writes_entry_and_card_and_resumes(tiny_models, example, tmp_pa
     dataset = featurise(records, workers=1)
     monkeypatch.setattr(train_pointnet, "load_union", lambda: dataset)
     monkeypatch.setattr(train_pointnet, "ARCHITECTURE", {"input_widths": [8, 8], "output_widths": [8, 8],
-                                                         "tnet_widths": [8, 8], "head_widths": [8]})
+                                                         "tnet_widths": [8, 8], "head_widths": [8],
+                                                         "point_features": FULL_POINT_FEATURE_LENGTH})
     out = tmp_path / "out"
     out.mkdir()
     entry = train_pointnet.train(epochs=2, output_dir=out)

@@ -2,8 +2,9 @@
 
 - :class:`CompositionPredictor` holds the three Table 1 predictors and answers one record per
   formula (an ``error`` for a formula it cannot use, never an exception for the batch).
-- :class:`CompositionGenerator` samples the CVAE decoder with z ~ N(0, I) and the target
-  properties, reads the most likely count of every element, and flags each candidate: charge
+- :class:`CompositionGenerator` samples the CVAE decoder with z ~ N(0, s²I) and the target
+  properties, draws the count of every element from the decoder's softmax (at a temperature;
+  temperature 0 reads the most likely count, as the paper), and flags each candidate: charge
   balanced (oxidation-state guess), not in the training data, unique within the run.
 """
 
@@ -19,8 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from app.engine.compositions.formula import (VOCABULARY, FormulaError, count_vector, counts_from_vector,
-                                             formula_string, one_hot_counts, parse_formula)
-from app.engine.compositions.networks import PROPERTIES, UNITS, CompositionCVAE, PropertyDNN
+                                             formula_string, parse_formula)
+from app.engine.compositions.networks import (PROPERTIES, UNITS, CompositionCVAE, CompositionResidualDNN,
+                                              PropertyDNN)
 from app.engine.core.cancel import CancelToken, ProgressCallback
 from app.engine.core.errors import CrystalDesignerError, ModelError
 from app.engine.core.oxidation import charge_balanced
@@ -39,6 +41,13 @@ KNOWN_COMPOSITIONS_FILE = "ding_known_compositions.npz"
 RELIABLE_RANGES = {"formation_enthalpy": (-3.90, 3.06), "energy_per_atom": (-12.78, -0.77),
                    "volume_per_atom": (7.06, 75.83)}
 MAX_SAMPLES = 100_000
+#: Default softmax temperature of the count draws (0: the most likely count of every element).
+DEFAULT_TEMPERATURE = 0.0
+#: Default spread s of the latent draws z ~ N(0, s²I).
+DEFAULT_LATENT_SCALE = 1.0
+#: Default nucleus of the count draws: only the most likely counts that together hold this
+#: probability can be drawn (1: all counts).
+DEFAULT_TOP_P = 1.0
 
 
 class TargetError(CrystalDesignerError):
@@ -50,13 +59,24 @@ def _check_vocabulary(entry: dict, name: str) -> None:
         raise ModelError(f"Model '{name}' was trained on another element list than this version of the program.")
 
 
+def build_predictor(entry: dict):
+    """A predictor network with random weights for a manifest entry of kind ``ding_predictor``
+    (the paper's one-hot DNN) or ``ding_residual`` (elemental part + learnt residual)."""
+    architecture = entry["architecture"]
+    if entry.get("kind") == "ding_residual":
+        return CompositionResidualDNN(n_element_properties=len(architecture["element_properties"]),
+                                      hidden=tuple(architecture["hidden"]), dropout=architecture.get("dropout", 0.0))
+    return PropertyDNN(layers=[tuple(layer) for layer in architecture["layers"]])
+
+
 class CompositionPredictor:
     """The three DING property predictors.
 
     Parameters
     ----------
     models : dict, optional
-        ``{property: PropertyDNN}`` already built (tests with random weights); default: load the shipped ones.
+        ``{property: PropertyDNN or CompositionResidualDNN}`` already built (tests with random
+        weights); default: load the shipped ones.
     folder : Path, optional
         Models folder (default: the shipped ``models/``).
     """
@@ -71,7 +91,7 @@ class CompositionPredictor:
             for prop, name in PREDICTOR_NAMES.items():
                 state, entry = load_state_dict(name, folder or models_dir())
                 _check_vocabulary(entry, name)
-                model = PropertyDNN(layers=[tuple(layer) for layer in entry["architecture"]["layers"]])
+                model = build_predictor(entry)
                 model.load_state_dict(state)
                 models[prop] = model
         missing = [prop for prop in PROPERTIES if prop not in models]
@@ -86,9 +106,9 @@ class CompositionPredictor:
         out = np.zeros((len(count_rows), len(PROPERTIES)), dtype=np.float64)
         with torch.inference_mode():
             for start in range(0, len(count_rows), batch_size):
-                features = torch.from_numpy(one_hot_counts(count_rows[start:start + batch_size]))
+                counts = torch.from_numpy(np.asarray(count_rows[start:start + batch_size], dtype=np.int64))
                 for column, prop in enumerate(PROPERTIES):
-                    out[start:start + len(features), column] = self.models[prop].predict(features).numpy()
+                    out[start:start + len(counts), column] = self.models[prop].predict_counts(counts).numpy()
         return out
 
     def predict(self, formulas: Sequence[str]) -> list[dict]:
@@ -302,11 +322,31 @@ class CompositionGenerator:
         Default: the shipped summary ``models/ding_known_compositions.npz``.
     folder : Path, optional
         Models folder (default: the shipped ``models/``).
+    temperature : float
+        Softmax temperature of each element's count draw; 0 takes the most likely count (the
+        paper's decoding), 1 draws from the decoder's softmax as it is, lower values sharpen it.
+    latent_scale : float
+        Standard deviation of the latent draws (1: the prior).
+    top_p : float
+        Nucleus of each element's count draw (0 < top_p ≤ 1): the draw is limited to the most likely
+        counts that together hold ``top_p`` of the probability, so an element the decoder gives a
+        few per cent is never added by chance (independent draws over the whole vocabulary would
+        otherwise add several stray elements to every composition).
     """
 
     def __init__(self, cvae: CompositionCVAE | None = None, predictor: CompositionPredictor | None = None,
-                 known: KnownCompositions | None = None, folder: Path | None = None):
+                 known: KnownCompositions | None = None, folder: Path | None = None,
+                 temperature: float = DEFAULT_TEMPERATURE, latent_scale: float = DEFAULT_LATENT_SCALE,
+                 top_p: float = DEFAULT_TOP_P):
         import torch
+
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise TargetError(f"The sampling temperature must be 0 or positive (got {temperature}).")
+        if not (math.isfinite(latent_scale) and latent_scale > 0):
+            raise TargetError(f"The latent spread must be positive (got {latent_scale}).")
+        if not (math.isfinite(top_p) and 0 < top_p <= 1):
+            raise TargetError(f"The nucleus top_p must lie in (0, 1] (got {top_p}).")
+        self.temperature, self.latent_scale, self.top_p = float(temperature), float(latent_scale), float(top_p)
 
         from app.engine.core.registry import load_state_dict
 
@@ -323,12 +363,26 @@ class CompositionGenerator:
         self._torch = torch
 
     def sample_counts(self, conditions: np.ndarray, seed: int) -> np.ndarray:
-        """Decoded count rows ``(n, len(VOCABULARY))`` for condition rows ``(n, 3)`` (z ~ N(0, I))."""
+        """Decoded count rows ``(n, len(VOCABULARY))`` for condition rows ``(n, 3)``.
+
+        z ~ N(0, latent_scale² I); each element's count is the most likely one (temperature 0) or
+        drawn from the decoder's softmax at ``temperature``, limited to its ``top_p`` nucleus.
+        """
         torch = self._torch
         generator = torch.Generator().manual_seed(int(seed))
         with torch.inference_mode():
-            latent = torch.randn(len(conditions), self.cvae.latent_dim, generator=generator)
-            return self.cvae.decode_counts(latent, torch.as_tensor(conditions, dtype=torch.float32)).numpy()
+            latent = torch.randn(len(conditions), self.cvae.latent_dim, generator=generator) * self.latent_scale
+            logits = self.cvae.decode_logits(latent, torch.as_tensor(conditions, dtype=torch.float32))
+            if self.temperature == 0:
+                return logits.argmax(dim=-1).numpy()
+            probabilities = torch.softmax(logits / self.temperature, dim=-1)
+            if self.top_p < 1:
+                ordered, order = probabilities.sort(dim=-1, descending=True)
+                # Keep a class while the classes more likely than it hold less than top_p.
+                outside = (ordered.cumsum(dim=-1) - ordered) >= self.top_p
+                probabilities = probabilities.scatter(-1, order, ordered.masked_fill(outside, 0.0))
+            draws = torch.multinomial(probabilities.reshape(-1, probabilities.shape[-1]), 1, generator=generator)
+            return draws.view(probabilities.shape[:-1]).numpy()
 
     def generate(self, targets: dict[str, float], n: int = 100, seed: int = 0, batch_size: int = 256,
                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None

@@ -41,6 +41,8 @@ class PointNetConfig:
     pooling: str = "max+mean"
     #: Add each atom's distance from the centroid (a rotation-invariant input) to its coordinates.
     radial_feature: bool = False
+    #: Per-point columns read: POINT_FEATURE_LENGTH (the seed's coordinates + element features)
+    #: or FULL_POINT_FEATURE_LENGTH (with the environment features of the point-cloud module).
     point_features: int = POINT_FEATURE_LENGTH
     cell_features: int = CELL_DESCRIPTOR_LENGTH
 
@@ -120,7 +122,8 @@ class PointNet(nn.Module):
         Parameters
         ----------
         points : torch.Tensor
-            ``(B, N, point_features)``: x, y, z (Å) then element features; padding rows arbitrary.
+            ``(B, N, ≥ point_features)``: x, y, z (Å), element features, environment features;
+            columns beyond ``config.point_features`` are ignored; padding rows arbitrary.
         mask : torch.Tensor
             ``(B, N)`` bool, True for real atoms.
         cell : torch.Tensor
@@ -128,7 +131,8 @@ class PointNet(nn.Module):
         """
         xyz = points[..., :3] / COORDINATE_SCALE
         xyz = torch.bmm(xyz, self.input_tnet(xyz, mask))
-        inputs = [xyz, points[..., 3:]]
+        # A batch may carry more per-point columns (environment features) than this model reads.
+        inputs = [xyz, points[..., 3:self.config.point_features]]
         if self.config.radial_feature:
             inputs.append(points[..., :3].norm(dim=-1, keepdim=True) / COORDINATE_SCALE)
         features = self.input_mlp(torch.cat(inputs, dim=-1))

@@ -33,7 +33,72 @@ def _stages_text(entry: dict) -> str:
     return f"\nTraining stages (the epoch counts above are the last stage's): {listed}.\n"
 
 
+def residual_card(name: str, entry: dict) -> str:
+    """Card of a ``ding_residual`` predictor (elemental part + learnt residual)."""
+    arch = entry["architecture"]
+    prop = arch["property"]
+    unit = entry["units"][prop]
+    metrics = entry["metrics"]
+    inside = metrics["validation_mae_in_reliable_range"][prop]
+    reference = entry.get("reference_paper_architecture")
+    reference_row = "" if not reference else (
+        f"| MAE of the paper's Table 1 DNN (one-hot counts), trained here on the same split | "
+        f"{reference['validation_mae']:.4f} | – |\n")
+    derived = entry.get("derived_from")
+    derived_text = "" if not derived else (
+        f" The network and its standardisation are those of `{derived['model']}` (sha256 "
+        f"`{derived['sha256'][:12]}…`): OQMD's energy per atom is the formation enthalpy plus the fraction-weighted "
+        "elemental reference energies, so only the elemental part differs; a second network would learn the same "
+        "residual again.")
+    report = entry["data"]["preparation"]
+    settings = entry["training_settings"]
+    return f"""# Model card: {name}
+
+{entry['description']}.
+
+## Model
+The shipped DING predictor of {prop.replace('_', ' ')} ({unit}), implemented in this project. It replaces the
+paper's Table 1 DNN on the one-hot count vector (Pathak et al. 2020), which stays trainable
+(`train_ding(paper_predictors=True)`) and whose figure on the same split is in the table below.
+Prediction = elemental part Σᵢ xᵢ cᵢ (xᵢ element fractions; cᵢ {arch['elemental_part']}) + a residual network:
+dense {arch['activation']} layers {arch['hidden']} on {arch['features']}; element properties (from pymatgen,
+stored in the weights): {', '.join(arch['element_properties'])}.{derived_text}
+Weights: `{entry['file']}` (sha256 `{entry['sha256']}`).
+
+## Data
+- {entry['data']['sources'][0]}
+
+`compositions/oqmd/`, joined on the normalised formula as for the other DING models
+({report['compositions_used']} compositions used; duplicates keep the lowest formation enthalpy).
+Split: {entry['split']['method']}; {entry['split']['train_count']} training and
+{entry['split']['validation_count']} validation compositions. {entry['training']['early_stopping']}.
+Epochs: {entry['epochs_completed']} of {entry['epochs']} planned (best epoch {entry['best_epoch']}),
+batch {settings['batch_size']}, {settings['optimizer']} (peak learning rate {settings['learning_rate']});
+loss: {entry['training']['loss']}.
+
+## Validation metrics (compositions not used for training or for any choice)
+| metric | {unit} | paper |
+|---|---|---|
+| MAE, all {metrics['validation_count']} validation compositions | {metrics['validation_mae'][prop]:.4f} | {metrics['paper_mae'][prop]} |
+| MAE inside the paper's reliable range ({metrics['validation_count_in_reliable_range']} compositions) | {inside if inside is None else f'{inside:.4f}'} | – |
+| RMSE | {metrics['validation_rmse'][prop]:.4f} | – |
+{reference_row}
+The paper's figure comes from its own split of OQMD; this split holds out whole formulas (by hash), so no
+validation composition was seen in training under any structure.
+
+Reproduce: `crystal-designer train ding` (trains, resumes from its checkpoints, rewrites this card),
+`crystal-designer evaluate ding` (recomputes the metrics from the shipped weights).
+
+## Limits
+Composition only: one value per composition (OQMD's lowest-energy structure), blind to polymorphs.
+Reliable inside the ranges of the paper's Table 3; targets outside them get a warning.
+Estimates for screening, not a substitute for a calculation.
+"""
+
+
 def predictor_card(name: str, entry: dict) -> str:
+    if entry.get("kind") == "ding_residual":
+        return residual_card(name, entry)
     prop = entry["architecture"]["property"]
     unit = entry["units"][prop]
     metrics = entry["metrics"]

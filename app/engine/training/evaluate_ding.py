@@ -27,10 +27,13 @@ PAPER_RECONSTRUCTION_ACCURACY = 0.943
 
 
 @torch.no_grad()
-def _predict(model: PropertyDNN, data: CompositionData, rows: np.ndarray, batch: int = 2048) -> np.ndarray:
+def predict_rows(model, data: CompositionData, rows: np.ndarray, batch: int = 2048) -> np.ndarray:
+    """Predictions (property units) of a predictor (``PropertyDNN`` or ``CompositionResidualDNN``) on ``rows``."""
+    was_training = model.training
     model.eval()
-    parts = [model.predict(torch.from_numpy(one_hot_counts(data.counts[rows[i:i + batch]]))).numpy()
+    parts = [model.predict_counts(torch.from_numpy(data.counts[rows[i:i + batch]])).numpy()
              for i in range(0, len(rows), batch)]
+    model.train(was_training)
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
@@ -39,7 +42,7 @@ def predictor_metrics(model: PropertyDNN, data: CompositionData, column: int) ->
     prop = PROPERTIES[column]
     rows = data.validation_rows
     truth = data.targets[rows, column]
-    error = np.abs(_predict(model, data, rows) - truth)
+    error = np.abs(predict_rows(model, data, rows) - truth)
     low, high = RELIABLE_RANGES[prop]
     inside = (truth >= low) & (truth <= high)
     return {"validation_mae": {prop: float(error.mean())},

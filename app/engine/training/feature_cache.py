@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 #: Bump when the graph construction changes, so stale graph caches are rebuilt.
 GRAPH_CACHE_VERSION = 1
 #: Bump when the point-cloud construction changes, so stale point caches are rebuilt.
-POINT_CACHE_VERSION = 2
+POINT_CACHE_VERSION = 3
 
 
 @dataclass
@@ -107,21 +107,27 @@ class PointDataset(_LabelledArrays):
         Shape ``(n_atoms_total, 3)``, float32, Å (standardised cell, centred).
     cells : numpy.ndarray
         Shape ``(n_crystals, CELL_DESCRIPTOR_LENGTH)``, float32.
+    neighbor_numbers, neighbor_distances : numpy.ndarray
+        Shape ``(n_atoms_total, ENVIRONMENT_NEIGHBORS)``: the :class:`PointCloud` neighbour lists.
     """
 
     atomic_numbers: np.ndarray
     coordinates: np.ndarray
     cells: np.ndarray
+    neighbor_numbers: np.ndarray
+    neighbor_distances: np.ndarray
 
     def batch(self, indices: np.ndarray, rotations: np.ndarray | None = None) -> PointBatch:
         """Padded batch of crystals ``indices``; ``rotations`` (shape ``(len(indices), 3, 3)``) rotate each cloud."""
-        z, xyz = [], []
+        z, xyz, numbers, distances = [], [], [], []
         for k, i in enumerate(indices):
             start, stop = self.atom_offsets[i], self.atom_offsets[i + 1]
             z.append(self.atomic_numbers[start:stop])
             coordinates = self.coordinates[start:stop]
             xyz.append(coordinates @ rotations[k].T if rotations is not None else coordinates)
-        return pad_batch(z, xyz, [self.cells[i] for i in indices])
+            numbers.append(self.neighbor_numbers[start:stop])
+            distances.append(self.neighbor_distances[start:stop])
+        return pad_batch(z, xyz, [self.cells[i] for i in indices], numbers, distances)
 
 
 # --- featurisation ---------------------------------------------------------------------------
@@ -191,6 +197,8 @@ def featurise_points(records: Sequence[LabelledCrystal], workers: int = 2) -> Po
         atomic_numbers=np.concatenate([c.atomic_numbers for c in clouds]),
         coordinates=np.concatenate([c.coordinates for c in clouds]),
         cells=np.stack([c.cell for c in clouds]) if clouds else np.zeros((0, CELL_DESCRIPTOR_LENGTH), np.float32),
+        neighbor_numbers=np.concatenate([c.neighbor_numbers for c in clouds]),
+        neighbor_distances=np.concatenate([c.neighbor_distances for c in clouds]).astype(np.float16),
     )
 
 
@@ -245,6 +253,8 @@ def concatenate(datasets: Sequence[PointDataset]) -> PointDataset:
         atomic_numbers=np.concatenate([d.atomic_numbers for d in datasets]),
         coordinates=np.concatenate([d.coordinates for d in datasets]),
         cells=np.concatenate([d.cells for d in datasets]),
+        neighbor_numbers=np.concatenate([d.neighbor_numbers for d in datasets]),
+        neighbor_distances=np.concatenate([d.neighbor_distances for d in datasets]),
     )
 
 

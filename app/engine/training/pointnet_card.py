@@ -27,6 +27,19 @@ def model_card(entry: dict, history: list[dict]) -> str:
     pool_text = ("" if arch.get("pooling", "max") == "max" else
                  " beside a masked mean-pool (an addition to the seed: a maximum cannot count atoms, so with it "
                  "alone the stoichiometry would be invisible)")
+    from app.engine.properties.point_cloud import (DISTANCE_CENTRES, DISTANCE_WIDTH, ENVIRONMENT_NEIGHBORS,
+                                                   NEIGHBOR_DECAY, POINT_FEATURE_LENGTH)
+
+    environment_text = ""
+    if arch.get("point_features", POINT_FEATURE_LENGTH) > POINT_FEATURE_LENGTH:
+        environment_text = (
+            f", plus a description of its periodic surroundings (an addition to the seed): the distances to its "
+            f"{ENVIRONMENT_NEIGHBORS} nearest periodic neighbours smeared over {len(DISTANCE_CENTRES)} Gaussians "
+            f"({DISTANCE_CENTRES[0]:.1f}–{DISTANCE_CENTRES[-1]:.1f} Å, width {DISTANCE_WIDTH} Å) and the mean of "
+            f"those neighbours' element features weighted by exp(−(d − d_nearest)/{NEIGHBOR_DECAY} Å). A single "
+            "cell's coordinates leave out the atoms across the cell faces, which hold most of an atom's bonds; "
+            "these per-atom values give them back without a graph network (each point is still processed alone "
+            "until the pooling)")
     stages = training.get("stages") or []
     stage_text = "; ".join(f"stage {k + 1}: {st['epochs']} epochs at peak learning rate {st['learning_rate']}"
                            for k, st in enumerate(stages))
@@ -48,7 +61,7 @@ def model_card(entry: dict, history: list[dict]) -> str:
 ## Model
 PointNet (Qi et al., CVPR 2017) applied to crystals as in Okuno et al. (the seed paper), implemented in
 this project. Each atom of the standardised cell is one point: its Cartesian coordinates (Å) plus the
-91-long CGCNN element features. Standardised cell: the Niggli-reduced cell of the given cell
+91-long CGCNN element features{environment_text}. Standardised cell: the Niggli-reduced cell of the given cell
 (not made primitive), in the canonical orientation of its lattice parameters (a along x, b in the xy
 plane), atoms wrapped into the cell, centred on their centroid — so predictions do not depend on how
 the input is rotated. Network: input T-Net (3×3, shared MLP {arch['tnet_widths']}), shared per-point

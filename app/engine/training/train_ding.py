@@ -363,30 +363,35 @@ PARTS = ("cvae", *PROPERTIES)
 
 def train_ding(epochs: int | None = None, fresh: bool = False, output_dir: Path | None = None,
                progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-               parts: tuple[str, ...] = PARTS, continue_shipped: bool = False) -> dict:
+               parts: tuple[str, ...] = PARTS, continue_shipped: bool = False, paper_predictors: bool = False) -> dict:
     """Write the known-composition summary and train the DING models of ``parts`` (all by default).
 
+    The predictors are the shipped residual models (:func:`train_residual_predictors`: elemental
+    part + network, the energy per atom from the formation-enthalpy model); ``paper_predictors``
+    trains the paper's Table 1 one-hot DNNs instead (the reference architecture; they then ship).
     ``epochs`` overrides the parts' epoch counts. Every part resumes from its checkpoint, so a
     rerun after an interruption continues, and a finished part is only rewritten. Returns the
-    metrics of every trained model by name. ``continue_shipped``: the predictors start from their
-    shipped weights (see :func:`train_predictor`).
+    metrics of every trained model by name. ``continue_shipped``: the paper predictors start from
+    their shipped weights (see :func:`train_predictor`).
     """
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"Unknown DING parts {sorted(unknown)}; choose from {', '.join(PARTS)}.")
+    if continue_shipped and not paper_predictors:
+        raise ValueError("Continuing from the shipped weights applies to the paper's one-hot predictors only.")
     data = load_composition_data()
     write_known_compositions(data, output_dir)
     metrics = {}
-    for part in PARTS:
-        if part not in parts:
-            continue
-        if part == "cvae":
-            entry = train_cvae(data, epochs or CVAE_EPOCHS, fresh, output_dir, progress, cancel)
-            metrics[CVAE_NAME] = entry["metrics"]
-        else:
-            entry = train_predictor(part, data, epochs or PREDICTOR_EPOCHS, fresh, output_dir, progress, cancel,
-                                    continue_shipped)
-            metrics[PREDICTOR_NAMES[part]] = entry["metrics"]
+    if "cvae" in parts:
+        entry = train_cvae(data, epochs or CVAE_EPOCHS, fresh, output_dir, progress, cancel)
+        metrics[CVAE_NAME] = entry["metrics"]
+    predictors = tuple(p for p in PROPERTIES if p in parts)
+    if predictors and not paper_predictors:
+        metrics.update(train_residual_predictors(epochs, fresh, output_dir, progress, cancel, parts=predictors))
+    for part in predictors if paper_predictors else ():
+        entry = train_predictor(part, data, epochs or PREDICTOR_EPOCHS, fresh, output_dir, progress, cancel,
+                                continue_shipped)
+        metrics[PREDICTOR_NAMES[part]] = entry["metrics"]
     return metrics
 
 
@@ -423,3 +428,215 @@ def ship_checkpoint(name: str, output_dir: Path | None = None) -> dict:
              "schedule": "AdamW, one-cycle per step" + (", from the shipped weights" if continued else
                                                          ", He-normal initialisation")}
     return _write_predictor(prop, model, metrics, state, epochs, data, output_dir, stages + [stage], learning_rate)
+
+
+# --- the shipped predictors: elemental part + learnt residual ------------------------------------
+
+#: Hidden widths and dropout of :class:`CompositionResidualDNN`.
+RESIDUAL_HIDDEN = (512, 512, 512, 512)
+RESIDUAL_DROPOUT = 0.0
+RESIDUAL_EPOCHS = 36
+RESIDUAL_BATCH_SIZE = 256
+RESIDUAL_LEARNING_RATE = 2e-3
+RESIDUAL_WEIGHT_DECAY = 1e-4
+#: Share of the training split held back for early stopping (the validation split is only measured).
+EARLY_STOPPING_SHARE = 0.1
+#: The properties that get their own residual network; the total energy reuses the formation
+#: enthalpy's (see :func:`energy_from_formation_enthalpy`).
+RESIDUAL_PROPERTIES = ("formation_enthalpy", "volume_per_atom")
+
+
+def early_stopping_rows(data: CompositionData, share: float = EARLY_STOPPING_SHARE) -> tuple[np.ndarray, np.ndarray]:
+    """The training split cut into rows to fit on and rows to pick the best epoch on (fixed seed)."""
+    rows = np.random.default_rng(0).permutation(data.train_rows)
+    held = min(max(1, int(round(share * len(rows)))), len(rows) - 1)
+    return np.sort(rows[held:]), np.sort(rows[:held])
+
+
+def fit_elemental_coefficients(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Least-squares per-element coefficients ``c`` with ``values ≈ fractions @ c``, shape ``(n_elements,)``.
+
+    An element absent from ``counts`` gets 0 (``lstsq``'s minimum-norm solution).
+    """
+    fractions = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
+    coefficients, *_ = np.linalg.lstsq(fractions.astype(np.float64), values.astype(np.float64), rcond=None)
+    return coefficients.astype(np.float32)
+
+
+def build_residual_model(data: CompositionData, column: int, fit_rows: np.ndarray,
+                         hidden=RESIDUAL_HIDDEN, dropout: float = RESIDUAL_DROPOUT) -> "CompositionResidualDNN":
+    """A residual model of property ``column`` with its elemental coefficients, element table and
+    feature/target standardisation set from ``fit_rows`` (weights random)."""
+    from app.engine.compositions.networks import CompositionResidualDNN, element_property_table
+
+    model = CompositionResidualDNN(hidden=hidden, dropout=dropout)
+    initialise_relu_layers(model)
+    model.element_properties.copy_(torch.from_numpy(element_property_table()))
+    model.elemental_coefficients.copy_(torch.from_numpy(
+        fit_elemental_coefficients(data.counts[fit_rows], data.targets[fit_rows, column])))
+    counts = torch.from_numpy(data.counts[fit_rows])
+    with torch.no_grad():
+        raw = torch.cat([model.raw_features(counts[i:i + 4096]) for i in range(0, len(counts), 4096)])
+        model.feature_mean.copy_(raw.mean(0))
+        model.feature_std.copy_(raw.std(0).clamp_min(1e-6))
+        residual = torch.from_numpy(data.targets[fit_rows, column]) - model.linear_part(counts)
+        model.target_mean.fill_(float(residual.mean()))
+        model.target_std.fill_(float(residual.std()))
+    return model
+
+
+def train_residual_predictor(prop: str, data: CompositionData, epochs: int = RESIDUAL_EPOCHS, fresh: bool = False,
+                             output_dir: Path | None = None, progress: ProgressCallback | None = None,
+                             cancel: CancelToken | None = None) -> dict:
+    """Train the shipped predictor of ``prop`` (elemental part + residual network); returns its entry.
+
+    The elemental coefficients and all standardisation come from the training split minus its
+    early-stopping part; L1 loss on the standardised residual, AdamW, one-cycle schedule per step,
+    a checkpoint every epoch; the epoch with the lowest early-stopping MAE ships. The validation
+    split (formula hash) is measured once at the end and never used for a choice.
+    """
+    column = PROPERTIES.index(prop)
+    torch.manual_seed(0)
+    fit_rows, stop_rows = early_stopping_rows(data)
+    model = build_residual_model(data, column, fit_rows, RESIDUAL_HIDDEN, RESIDUAL_DROPOUT)
+    counts = torch.from_numpy(data.counts)
+    labels = torch.from_numpy(data.targets[:, column])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=RESIDUAL_LEARNING_RATE, weight_decay=RESIDUAL_WEIGHT_DECAY)
+    scheduler = _one_cycle(optimizer, RESIDUAL_LEARNING_RATE, epochs, len(fit_rows), RESIDUAL_BATCH_SIZE)
+
+    def step(rows, _rng):
+        target = (labels[rows] - model.linear_part(counts[rows]) - model.target_mean) / model.target_std
+        loss = (model(counts[rows]) - target).abs().mean()
+        return loss, {"train_loss": loss.item()}
+
+    def evaluate():
+        from app.engine.training.evaluate_ding import predict_rows
+
+        mae = float(np.abs(predict_rows(model, data, stop_rows) - data.targets[stop_rows, column]).mean())
+        return mae, {"early_stopping_mae": mae}
+
+    name = PREDICTOR_NAMES[prop]
+    config = {"prop": prop, "kind": "ding_residual", "hidden": list(RESIDUAL_HIDDEN), "dropout": RESIDUAL_DROPOUT,
+              "batch": RESIDUAL_BATCH_SIZE, "learning_rate": RESIDUAL_LEARNING_RATE, "vocabulary": len(VOCABULARY),
+              "early_stopping_rows": int(len(stop_rows))}
+    state = fit_epochs(f"{name}_residual", config, epochs, model, optimizer, scheduler, fit_rows, RESIDUAL_BATCH_SIZE,
+                       step, evaluate, fresh=fresh, cancel=cancel, progress=progress)
+    return _write_residual(prop, model, state, epochs, data, output_dir or models_dir(), len(fit_rows), len(stop_rows))
+
+
+def energy_from_formation_enthalpy(data: CompositionData, enthalpy_model, output_dir: Path | None = None) -> dict:
+    """The total-energy predictor: the formation-enthalpy model with its elemental part replaced.
+
+    OQMD's energy per atom is the formation enthalpy plus the fraction-weighted elemental
+    reference energies, so ``E ≈ ΔH_model + Σᵢ xᵢ μᵢ`` with ``μ`` fitted by least squares on
+    ``E − ΔH`` over the training rows the enthalpy model was fitted on. A second network would
+    learn the same residual again.
+    """
+    import copy
+
+    fit_rows, stop_rows = early_stopping_rows(data)
+    energy, enthalpy = PROPERTIES.index("energy_per_atom"), PROPERTIES.index("formation_enthalpy")
+    references = fit_elemental_coefficients(data.counts[fit_rows],
+                                            data.targets[fit_rows, energy] - data.targets[fit_rows, enthalpy])
+    model = copy.deepcopy(enthalpy_model)
+    with torch.no_grad():
+        model.elemental_coefficients.add_(torch.from_numpy(references))
+    from app.engine.core.registry import load_manifest
+
+    source = load_manifest(output_dir or models_dir())[PREDICTOR_NAMES["formation_enthalpy"]]
+    state = {"epoch": source["epochs_completed"], "best": {"epoch": source["best_epoch"]},
+             "history": source.get("history", [])}
+    return _write_residual("energy_per_atom", model, state, source["epochs"], data, output_dir or models_dir(),
+                           len(fit_rows), len(stop_rows), derived_from=source)
+
+
+def _write_residual(prop, model, state, epochs, data, output_dir: Path, n_fit: int, n_stop: int,
+                    derived_from: dict | None = None) -> dict:
+    from app.engine.compositions.networks import ELEMENT_PROPERTY_NAMES
+    from app.engine.training.ding_cards import predictor_card
+    from app.engine.training.evaluate_ding import predictor_metrics
+
+    name = PREDICTOR_NAMES[prop]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics = predictor_metrics(model, data, PROPERTIES.index(prop))
+    weights = output_dir / f"{name}.pt"
+    torch.save(model.state_dict(), weights)
+    common = _common_entry(data, epochs, state, RESIDUAL_LEARNING_RATE, RESIDUAL_BATCH_SIZE)
+    common["training_settings"]["optimizer"] = (f"AdamW (weight decay {RESIDUAL_WEIGHT_DECAY}), one-cycle schedule "
+                                                "per step (10 % warm-up, cosine decay), He-normal initialisation")
+    linear = ("least squares of E − ΔH on the element fractions, added to the formation-enthalpy model's "
+              "elemental part (the network is the formation-enthalpy model's)" if derived_from is not None else
+              "least squares of the property on the element fractions")
+    entry = {"file": weights.name, "sha256": sha256_of(weights), "kind": "ding_residual",
+             "description": f"Predictor of {prop.replace('_', ' ')} from the composition: fitted elemental part "
+                            "plus a network on element fractions and elemental-property statistics",
+             "architecture": {"property": prop, "vocabulary": list(VOCABULARY), "hidden": list(model_hidden(model)),
+                              "dropout": RESIDUAL_DROPOUT, "activation": "SiLU",
+                              "element_properties": list(ELEMENT_PROPERTY_NAMES),
+                              "features": "element fractions; fraction-weighted mean, max, min, range, mean absolute "
+                                          "deviation and standard deviation of each element property; number of "
+                                          "elements; sum of squared fractions (standardised on the fit rows)",
+                              "elemental_part": linear},
+             "units": {prop: UNITS[prop]}, **common,
+             "training": {"loss": "L1 (MAE) on the standardised residual after the elemental part",
+                          "early_stopping": f"Best epoch by MAE on {n_stop} training-split rows held out of the "
+                                            f"fit ({n_fit} rows fitted); the validation split only measured"},
+             "metrics": metrics, "card": f"{name}.md"}
+    if derived_from is not None:
+        entry["derived_from"] = {"model": PREDICTOR_NAMES["formation_enthalpy"], "sha256": derived_from["sha256"]}
+    reference = _paper_reference(name, prop, output_dir)
+    if reference is not None:
+        entry["reference_paper_architecture"] = reference
+    save_manifest_entry(name, entry, output_dir)
+    (output_dir / f"{name}.md").write_text(predictor_card(name, entry))
+    return entry
+
+
+def _paper_reference(name: str, prop: str, output_dir: Path) -> dict | None:
+    """The validation MAE of the paper-architecture predictor this entry replaces (kept for comparison)."""
+    from app.engine.core.errors import ModelError
+    from app.engine.core.registry import load_manifest
+
+    try:
+        previous = load_manifest(output_dir).get(name)
+    except ModelError:
+        return None
+    if not previous:
+        return None
+    if previous.get("kind") == "ding_predictor":
+        return {"validation_mae": previous["metrics"]["validation_mae"][prop], "sha256": previous["sha256"],
+                "layers": previous["architecture"]["layers"], "split": previous["split"]["method"]}
+    return previous.get("reference_paper_architecture")
+
+
+def model_hidden(model) -> list[int]:
+    """Hidden widths of a :class:`CompositionResidualDNN`."""
+    return [m.out_features for m in model.net if isinstance(m, torch.nn.Linear)][:-1]
+
+
+def train_residual_predictors(epochs: int | None = None, fresh: bool = False, output_dir: Path | None = None,
+                              progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                              parts: tuple[str, ...] = PROPERTIES, data: CompositionData | None = None) -> dict:
+    """Train (resume) the shipped residual predictors of ``parts``; the energy follows the shipped
+    (or just trained) formation-enthalpy model."""
+    data = data or load_composition_data()
+    output_dir = output_dir or models_dir()
+    metrics, enthalpy = {}, None
+    for prop in RESIDUAL_PROPERTIES:
+        if prop in parts:
+            entry = train_residual_predictor(prop, data, epochs or RESIDUAL_EPOCHS, fresh, output_dir, progress, cancel)
+            metrics[PREDICTOR_NAMES[prop]] = entry["metrics"]
+    if "energy_per_atom" in parts:
+        from app.engine.core.registry import load_state_dict
+
+        state, entry = load_state_dict(PREDICTOR_NAMES["formation_enthalpy"], output_dir)
+        if entry.get("kind") != "ding_residual":
+            raise ValueError("The energy-per-atom predictor is derived from a residual formation-enthalpy model; "
+                             "train that first.")
+        from app.engine.compositions.runtime import build_predictor
+
+        enthalpy = build_predictor(entry)
+        enthalpy.load_state_dict(state)
+        entry = energy_from_formation_enthalpy(data, enthalpy, output_dir)
+        metrics[PREDICTOR_NAMES["energy_per_atom"]] = entry["metrics"]
+    return metrics
