@@ -528,8 +528,8 @@ class ViewerPanel(QWidget):
         if self._closed:
             return
         plotter = self.plotter
-        if plotter.scalar_bars:
-            plotter.remove_scalar_bar(render=False)  # one render per redraw, at its end
+        for title in list(plotter.scalar_bars.keys()):  # the two map kinds' bars have different titles
+            plotter.remove_scalar_bar(title, render=False)  # one render per redraw, at its end
         self._iso_actor = None
         self._picked = []
         record = self._record
