@@ -11,8 +11,12 @@ so the user's own settings are untouched. It opens the bundled examples, generat
 - ``main-window.png``: the window with NaCl's density isosurface and the Results table
   (E_hull and decomposition of the library rows and kept candidates, the funnel and S.U.N. count);
 - ``density-isosurface.png``: File → Export image of NaCl's isosurface and slices;
+- ``density-periodic.png``: rutile (tetragonal) with the periodic map of its cell, isosurface and
+  the three lattice mid-plane slices;
+- ``candidate-map.png``: the first kept candidate beside its decoded map (when one is kept);
 - ``powder-xrd.png``: simulated patterns of three examples;
-- ``latent-map.png``: the training cells' latent map with SrTiO3 and its candidates.
+- ``latent-map.png``: the training cells' latent map with SrTiO3 and its candidates;
+- ``model-parity.png``: Plots → Models, the formation-energy model's validation parity plot.
 """
 
 from __future__ import annotations
@@ -67,11 +71,35 @@ async def make(window, app, samples: int) -> None:
     window.viewer.show_slices.setChecked(True)
     await asyncio.sleep(0.3)
     window.viewer.export_image(str(HERE / "density-isosurface.png"), (1200, 900))
+    window.viewer.show_slices.setChecked(False)
+
+    window.library.select([records[4]])  # rutile: the periodic map in its tetragonal cell
+    await asyncio.sleep(0.3)
+    await window.viewer.wait_density()
+    window.viewer.show_slices.setChecked(True)
+    await asyncio.sleep(0.3)
+    window.viewer.export_image(str(HERE / "density-periodic.png"), (1200, 900))
+    window.viewer.show_slices.setChecked(False)
+
+    kept = [r for r in window.model.records if r.is_candidate and r.kept and r.density is not None]
+    if kept:
+        window.results.select([kept[0]])
+        window.results.view.setCurrentIndex(window.results.view.selectionModel().selectedRows()[0])
+        await asyncio.sleep(0.5)
+        window.viewer.export_image(str(HERE / "candidate-map.png"), (1400, 800))
+
     window.library.select(records[:3])
     plot = window.plots.show_xrd(wavelength=1.54184)
     await _wait_for(lambda: plot.task.done())
     plot.export_figure(HERE / "powder-xrd.png")
     plot.close()
+
+    models = window.plots.show_models()
+    names = [name for name, _ in models.rows]
+    models.list.setCurrentRow(names.index("formation_energy"))
+    models.parity.figure.set_size_inches(6.0, 5.0)
+    models.parity.export_figure(HERE / "model-parity.png")
+    models.close()
 
 
 def main() -> int:
