@@ -97,7 +97,8 @@ class ParityPlot(PlotWidget):
             self.table["predicted"] += predicted.tolist()
         if targets:
             self.figure.suptitle(f"{name}: validation parity", fontsize="medium")
-            self.show_message(mae_text(entry))
+            command = metrics.get("parity_sample_command")
+            self.show_message(mae_text(entry) + (f"\nparity sample recorded by: {command}" if command else ""))
         else:
             self.show_message(mae_text(entry) + "\n" + NO_PARITY.format(name=name))
             self.figure.text(0.5, 0.5, NO_PARITY.format(name=name), ha="center", va="center", wrap=True)
