@@ -35,6 +35,9 @@ def add_parser(commands, device_choices) -> None:
     train.add_argument("--continue", dest="continue_shipped", action="store_true",
                        help="density_vae, pointnet: start from the shipped weights with a new learning-rate cycle")
     train.add_argument("--max-train", type=int, default=None, help="periodic-generator: fixed training subset size")
+    train.add_argument("--beta", type=float, default=None, help="periodic-generator: weight of the KL divergence")
+    train.add_argument("--mp-repeat", type=int, default=1,
+                       help="periodic-generator: visits of each Materials Project training cell per epoch")
     train.add_argument("--write-only", action="store_true",
                        help="periodic-generator: write the best epoch of the checkpoint without training")
     train.add_argument("--model", default="density_vae", help="prior: the latent model (density_vae, periodic_vae)")
@@ -93,7 +96,8 @@ def run_train(args) -> int:
 
         entry = train_periodic_generator(
             fresh=args.fresh, max_train=args.max_train, write_only=args.write_only,
-            continue_shipped=args.continue_shipped,
+            continue_shipped=args.continue_shipped, mp_repeat=args.mp_repeat,
+            **({"beta": args.beta} if args.beta is not None else {}),
             **({"epochs": args.epochs} if args.epochs else {}),
             **({"learning_rate": args.learning_rate} if args.learning_rate else {}))
         write_json({k: v for k, v in entry["metrics"].items()})
