@@ -202,7 +202,8 @@ def evaluate_generator(n_reconstruct: int = 300, n_samples: int = 1000, n_bases:
         report = _evaluate(generator, n_reconstruct, n_samples, n_bases, n_around, began, coverage_samples)
     finally:
         generator.close()
-    report["periodic"] = evaluate_periodic(n_reconstruct, n_samples, n_around)
+    report["periodic"] = evaluate_periodic(n_reconstruct, n_samples, n_around,
+                                           coverage_samples=n_samples if coverage_samples is None else coverage_samples)
     report["seconds"] = time.perf_counter() - began
     return report
 
@@ -249,10 +250,11 @@ NON_CUBIC_BASE_SYSTEMS = ("tetragonal", "hexagonal", "orthorhombic")
 
 
 def evaluate_periodic(n_reconstruct: int = 300, n_samples: int = 1000, n_around: int = 200, sigma: float = 0.5,
-                      folder=None) -> dict:
-    """Reconstruction per set, random-sample validity (its prior, where one ships) and validity
-    around one validation base of each non-cubic system, for the shipped ``periodic_vae``;
-    ``{"available": False, "reason": …}`` when this installation has none."""
+                      folder=None, coverage_samples: int = 0) -> dict:
+    """Reconstruction per set, random-sample validity (its prior, where one ships), validity
+    around one validation base of each non-cubic system and (``coverage_samples`` > 0) the
+    perov_5 coverage of its perov_5 prior (:func:`evaluate_periodic_perov5_coverage`), for the
+    shipped ``periodic_vae``; ``{"available": False, "reason": …}`` when this installation has none."""
     from app.engine.core.errors import ModelError
     from app.engine.core.registry import load_manifest
 
@@ -299,6 +301,8 @@ def evaluate_periodic(n_reconstruct: int = 300, n_samples: int = 1000, n_around:
         base_formula = training._true_structure(dataset, row).composition.reduced_formula
         report["around_base"][system] = {"base": f"{base_formula} ({dataset.ids[row]})", "sigma": sigma,
                                          **_validity_of(decoded, time.perf_counter() - began)}
+    report["perov_5_coverage"] = (evaluate_periodic_perov5_coverage(coverage_samples, folder=folder)
+                                  if coverage_samples else "not measured")
     return report
 
 
@@ -316,6 +320,94 @@ def _validity_of(structures, seconds: float) -> dict:
 #: Published perov_5 figures the report is printed beside.
 PUBLISHED = {"ICSG3D": {"cov_r": 73.9, "cov_p": 10.1, "structural_validity": 73.6, "compositional_validity": 82.95},
              "DiffCSP": {"cov_r": 99.7, "cov_p": 98.3, "structural_validity": 100.0, "compositional_validity": 98.85}}
+
+
+#: Cells of a condition decile needed to fit that decile's perov_5 mixture (fewer: decile left out).
+MIN_PEROV5_CELLS_PER_DECILE = 20
+
+
+def populated_classes(conditions: np.ndarray, n_conditions: int, min_cells: int = MIN_PEROV5_CELLS_PER_DECILE):
+    """Condition classes with at least ``min_cells`` cells, renumbered 0 … k-1.
+
+    Returns
+    -------
+    used : numpy.ndarray
+        ``(k,)`` original class of each new class.
+    keep : numpy.ndarray
+        ``(n,)`` bool, cells of a used class.
+    compact : numpy.ndarray
+        ``(keep.sum(),)`` new class of each kept cell.
+    """
+    conditions = np.asarray(conditions, dtype=np.int64)
+    used = np.flatnonzero(np.bincount(conditions, minlength=n_conditions) >= min_cells)
+    keep = np.isin(conditions, used)
+    return used, keep, np.searchsorted(used, conditions[keep])
+
+
+def periodic_perov5_prior(model, dataset, temperature: float = 0.5, n_components: int = 16,
+                          screen_samples: int = 3, folder=None):
+    """The periodic model's prior restricted to perov_5: mixtures fitted to its perov_5 training
+    posteriors only.
+
+    CDVAE measures coverage with a model trained on perov_5 alone; ``periodic_vae`` is trained
+    on MP, perov_5 and carbon_24 together, so its perov_5 distribution is the part of its
+    aggregate posterior that the perov_5 training cells occupy. Fitted like the shipped prior
+    (per formation-energy decile, diagonal mixtures of the posterior means, ``temperature`` on
+    the deviations, components reweighted by decoded validity); deciles with fewer than
+    :data:`MIN_PEROV5_CELLS_PER_DECILE` perov_5 cells get no samples.
+
+    Returns
+    -------
+    (LatentPrior, numpy.ndarray)
+        The mixture over the used deciles, and the decile (condition of the VAE) of each of its
+        condition classes.
+    """
+    from app.engine.generation.periodic_model import decode_latent, structures_from_decoded
+    from app.engine.training.fit_prior import cached_posteriors, fit_latent_prior, screen_components
+    from app.engine.training.train_periodic_generator import split
+
+    posteriors = cached_posteriors(PERIODIC_NAME, folder)
+    train_rows = np.sort(split(dataset)[0])  # the posterior source's row order
+    perov = dataset.sources[train_rows] == "perov_5"
+    used, keep, compact = populated_classes(posteriors.conditions[perov], posteriors.n_conditions)
+    prior = fit_latent_prior(posteriors.means[perov][keep], None, compact, len(used), n_components, 0, temperature)
+    if screen_samples:
+        def is_valid(z, condition):
+            decoded = structures_from_decoded(*decode_latent(model, z, [int(used[condition])] * len(z)))
+            return np.array([s is not None and minimum_distance_ok(s, 0.5) for s in decoded])
+
+        prior, _ = screen_components(prior, is_valid, screen_samples, 1)
+    return prior, used
+
+
+def evaluate_periodic_perov5_coverage(n_samples: int = 1000, seed: int = 0, folder=None) -> dict:
+    """COV-R / COV-P on perov_5 (CDVAE protocol, :func:`evaluate_coverage`) of ``n_samples``
+    random crystals of ``periodic_vae`` drawn from its perov_5 prior (:func:`periodic_perov5_prior`;
+    deciles in their training shares), with their structural and compositional validity."""
+    import app.engine.generation.periodic_model as periodic
+    from app.engine.core.registry import load_model
+    from app.engine.training.train_periodic_generator import load_periodic_dataset
+
+    model, entry = load_model(PERIODIC_NAME, folder)
+    dataset = load_periodic_dataset()
+    began = time.perf_counter()
+    prior, deciles = periodic_perov5_prior(model, dataset, folder=folder)
+    rng = np.random.default_rng(seed)
+    classes = rng.choice(prior.n_conditions, size=n_samples, p=prior.condition_weights)
+    structures = []
+    for c in range(prior.n_conditions):
+        n = int((classes == c).sum())
+        if n:
+            z = prior.sample(n, rng, condition=c)
+            structures += periodic.structures_from_decoded(*periodic.decode_latent(model, z, [int(deciles[c])] * n))
+    validity = _validity_of(structures, time.perf_counter() - began)
+    report = {"model": PERIODIC_NAME, "model_sha256": entry["sha256"],
+              "sampler": "mixture fitted to the perov_5 training posteriors (temperature 0.5, components screened)",
+              "deciles": [int(d) for d in deciles], "random_samples": validity,
+              "five_site_rate": float(np.mean([s is not None and len(s) == 5 for s in structures])),
+              # As CDVAE: every sample is fingerprinted; undecoded ones count in COV-P's denominator.
+              "coverage": evaluate_coverage(structures)}
+    return report
 
 
 def _percent(value) -> str:
@@ -348,19 +440,24 @@ def format_generator_report(report: dict) -> str:
     lines.append(f"  published perov_5: ICSG3D {PUBLISHED['ICSG3D']['structural_validity']} / "
                  f"{PUBLISHED['ICSG3D']['compositional_validity']} %, DiffCSP {PUBLISHED['DiffCSP']['structural_validity']}"
                  f" / {PUBLISHED['DiffCSP']['compositional_validity']} %")
-    coverage = report.get("coverage")
     lines += ["", "Coverage of perov_5 (CDVAE protocol)"]
-    if isinstance(coverage, dict):
-        cut = coverage["cutoffs"]
-        for label in ("all_reference_cells", "held_out_reference_cells"):
-            c = coverage[label]
-            lines.append(f"  {coverage['samples']} samples vs {c['reference_count']} {label.replace('_', ' ')} "
-                         f"(cutoffs {cut['structure']} / {cut['composition']}): COV-R {_percent(c['cov_recall'])}, "
-                         f"COV-P {_percent(c['cov_precision'])}")
-        lines.append(f"  published: ICSG3D {PUBLISHED['ICSG3D']['cov_r']} / {PUBLISHED['ICSG3D']['cov_p']} %, "
-                     f"DiffCSP {PUBLISHED['DiffCSP']['cov_r']} / {PUBLISHED['DiffCSP']['cov_p']} % (10,000 samples)")
-    else:
-        lines.append(f"  {coverage or 'not measured'}")
+    periodic_coverage = periodic.get("perov_5_coverage") if periodic.get("available") else None
+    for name, coverage in (("density_vae", report.get("coverage")),
+                           ("periodic_vae", periodic_coverage["coverage"] if isinstance(periodic_coverage, dict)
+                            else periodic_coverage)):
+        if isinstance(coverage, dict):
+            cut = coverage["cutoffs"]
+            for label in ("all_reference_cells", "held_out_reference_cells"):
+                c = coverage[label]
+                lines.append(f"  {name}: {coverage['samples']} samples vs {c['reference_count']} "
+                             f"{label.replace('_', ' ')} (cutoffs {cut['structure']} / {cut['composition']}): "
+                             f"COV-R {_percent(c['cov_recall'])}, COV-P {_percent(c['cov_precision'])}")
+        else:
+            lines.append(f"  {name}: {coverage or 'not measured'}")
+    if isinstance(periodic_coverage, dict):
+        lines.append(f"  periodic_vae samples from {periodic_coverage['sampler']}")
+    lines.append(f"  published: ICSG3D {PUBLISHED['ICSG3D']['cov_r']} / {PUBLISHED['ICSG3D']['cov_p']} %, "
+                 f"DiffCSP {PUBLISHED['DiffCSP']['cov_r']} / {PUBLISHED['DiffCSP']['cov_p']} % (10,000 samples)")
     lines += ["", "Validity around bases"]
     for formula, r in report.get("around_base", {}).items():
         lines.append(f"  density_vae around {formula}: {_percent(r['validity'])}")
