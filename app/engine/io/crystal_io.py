@@ -35,6 +35,7 @@ from app.engine.core.errors import StructureReadError
 from app.engine.io import poscar
 from app.engine.io.ase_formats import ASE_NAMES, ASE_SUFFIXES, FORMAT_LABELS, ase_format, read_with_ase
 from app.engine.io.cif_dialects import normalise_cif_block
+from app.engine.io.fast_cif import read_plain_cif_block
 from app.engine.io.compression import decompress, strip_compression_suffix
 from app.engine.io.shelx import looks_like_shelx, shelx_to_cif
 from app.engine.io.time_limit import TimeLimitExceeded, call_with_time_limit
@@ -80,11 +81,16 @@ class ReadLimits:
         Most sites a structure may have (after applying CIF symmetry operations).
     max_seconds : float
         Longest time one file may take to read (s); longer reads become an error entry.
+    fast_cif : bool
+        Read plain CIF blocks with the compiled reader (:mod:`app.engine.io.fast_cif`), which
+        gives the same structures as pymatgen's CifParser ~10x faster and leaves every other
+        block to pymatgen. False reads every CIF with pymatgen (for comparisons).
     """
 
     max_file_bytes: int = 20_000_000
     max_sites: int = 5_000
     max_seconds: float = 60.0
+    fast_cif: bool = True
 
 
 @dataclass
@@ -425,6 +431,11 @@ def _read_cif(path: Path, text: str, warns: list[str], limits: ReadLimits) -> li
 
 
 def _parse_cif_block(block: str, warns: list[str], limits: ReadLimits) -> Structure:
+    if limits.fast_cif:
+        fast = read_plain_cif_block(block, limits.max_sites)
+        if fast is not None:
+            warns.extend(fast.warnings)
+            return fast.structure
     block = normalise_cif_block(block, warns)
     first_try = len(warns)
     try:
@@ -557,6 +568,9 @@ def _check_structure(struct: Structure, limits: ReadLimits, warns: list[str]) ->
     disordered = sum(not site.is_ordered for site in struct)
     if disordered:
         warns.append(f"Partially occupied sites (disordered structure): {disordered} of {n} sites.")
+    centres, others, _, dists = struct.get_neighbor_list(r=_MIN_DISTANCE)
+    if not len(dists):  # no close atoms at all (almost every file): one neighbour search suffices
+        return None
     centres, others, _, dists = struct.get_neighbor_list(r=_DUPLICATE_DISTANCE)
     if len(dists) and all(struct[int(a)].species == struct[int(b)].species for a, b in zip(centres, others)):
         # Only identical atoms overlap: the same atom written twice (e.g. on a special position
