@@ -403,27 +403,56 @@ class CrystalGenerator:
         return out
 
     def _decode_periodic(self, z: np.ndarray, decile: int) -> list[tuple[object | None, np.ndarray, str | None]]:
-        from app.engine.generation.periodic_density import params_to_lattice, structure_from_maps
-        from app.engine.generation.periodic_model import decode_latent
+        """Decode periodic-model latents (shape ``(n, latent)``) to ``(structure or None, density, error)``.
 
-        density, species, lattice = decode_latent(self.periodic, z, np.full(len(z), decile))
-        out = []
+        The species head runs only on the voxels where sites were found (one call for the whole
+        batch), not on all G³ voxels of every map: the sites read the label of their own peak
+        voxel and nothing else, and the full species maps were most of the decoding time and
+        memory (``(n, species, G, G, G)`` logits).
+        """
+        from app.engine.generation.periodic_density import params_to_lattice, peak_sites, structure_from_sites
+        from app.engine.generation.periodic_model import one_hot_condition as periodic_condition
+
+        torch = self._torch
+        network = self.periodic
+        with torch.inference_mode():
+            zt = torch.from_numpy(np.asarray(z, dtype=np.float32)).to(self.device)
+            condition = periodic_condition(torch.full((len(z),), decile), network.config.n_conditions).to(self.device)
+            features = network.features(zt, condition)
+            density = network.density(features).float().cpu().numpy()
+            lattice = network.lattice(zt, condition).float().cpu().numpy()
         low, high = PLAUSIBLE_PERIODIC_LENGTH
-        for d, labels, params in zip(density, species, lattice):
+        out: list = [None] * len(z)
+        found = []  # (sample, lattice, fractional coordinates, flat peak voxels)
+        grid = density.shape[-1]
+        for n, (d, params) in enumerate(zip(density, lattice)):
             lengths = np.exp(params[:3])
             if not np.all((lengths >= low) & (lengths <= high)):
-                out.append((None, d, f"The decoded cell edges ({', '.join(f'{x:.3g}' for x in lengths)} Å) are "
-                                     f"outside the plausible range {low:g}–{high:g} Å."))
+                out[n] = (None, d, f"The decoded cell edges ({', '.join(f'{x:.3g}' for x in lengths)} Å) are "
+                                   f"outside the plausible range {low:g}–{high:g} Å.")
                 continue
             try:
-                structure = structure_from_maps(d, labels, params)
+                cell = params_to_lattice(params)
+                voxels, frac = peak_sites(d, cell)
             except ValueError as error:  # a degenerate decoded cell
-                out.append((None, d, f"The decoded cell is not a crystal: {error}"))
+                out[n] = (None, d, f"The decoded cell is not a crystal: {error}")
                 continue
-            if structure is None:
-                out.append((None, d, f"No atom was found in the decoded map (cell {params_to_lattice(params).abc})."))
-            else:
-                out.append((structure, d, None))
+            if len(voxels) == 0:
+                out[n] = (None, d, f"No atom was found in the decoded map (cell {cell.abc}).")
+                continue
+            found.append((n, cell, frac, (voxels[:, 0] * grid + voxels[:, 1]) * grid + voxels[:, 2]))
+        if found:
+            with torch.inference_mode():
+                batch_index = torch.from_numpy(np.concatenate([np.full(len(f[3]), f[0]) for f in found]))
+                voxel_index = torch.from_numpy(np.concatenate([f[3] for f in found]))
+                logits = network.species_logits_at(features, batch_index.to(self.device), voxel_index.to(self.device))
+                classes = logits.argmax(1).cpu().numpy()
+            table = np.asarray(network.config.species, dtype=np.int64)
+            start = 0
+            for n, cell, frac, voxels in found:
+                numbers = table[classes[start:start + len(voxels)]]
+                start += len(voxels)
+                out[n] = (structure_from_sites(cell, frac, numbers), density[n], None)
         return out
 
     def reconstruct(self, structure):

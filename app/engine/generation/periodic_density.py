@@ -395,6 +395,32 @@ def _species_votes(species: np.ndarray, voxels: np.ndarray, vote: bool) -> np.nd
     return out
 
 
+def peak_sites(density: np.ndarray, lattice: Lattice, threshold: float = PEAK_THRESHOLD,
+               max_sites: int = MAX_SITES * 2) -> tuple[np.ndarray, np.ndarray]:
+    """Where the atoms of a (decoded) density map are, before their species are known.
+
+    Periodic maxima of at least ``threshold`` (:func:`find_peaks`), without those closer than
+    :data:`MERGE_DISTANCE` Å to a stronger one, at most ``max_sites`` (strongest first).
+
+    Parameters
+    ----------
+    density : numpy.ndarray
+        ``(G, G, G)``.
+    lattice : pymatgen.core.Lattice
+        Cell of the map.
+
+    Returns
+    -------
+    voxels : numpy.ndarray
+        ``(n, 3)`` int, voxel index of each site's peak.
+    frac_coords : numpy.ndarray
+        ``(n, 3)`` float64 in [0, 1).
+    """
+    voxels, frac = find_peaks(density, threshold)
+    keep = merge_close_peaks(lattice, voxels, frac)[:max_sites]
+    return voxels[keep], frac[keep]
+
+
 def decode_sites(density: np.ndarray, species: np.ndarray, lattice: Lattice,
                  threshold: float = PEAK_THRESHOLD, max_sites: int = MAX_SITES * 2,
                  vote: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -422,12 +448,20 @@ def decode_sites(density: np.ndarray, species: np.ndarray, lattice: Lattice,
     numbers : numpy.ndarray
         ``(n,)`` atomic numbers.
     """
-    voxels, frac = find_peaks(density, threshold)
-    keep = merge_close_peaks(lattice, voxels, frac)[:max_sites]
-    voxels, frac = voxels[keep], frac[keep]
+    voxels, frac = peak_sites(density, lattice, threshold, max_sites)
     numbers = _species_votes(species, voxels, vote) if len(voxels) else np.zeros(0, dtype=int)
     atom = numbers > 0
     return frac[atom], numbers[atom]
+
+
+def structure_from_sites(lattice: Lattice, frac_coords: np.ndarray, numbers: np.ndarray) -> Structure | None:
+    """pymatgen ``Structure`` of sites (``(n, 3)`` fractional, ``(n,)`` atomic numbers; 0 drops a
+    site), or None if no atom is left."""
+    numbers = np.asarray(numbers)
+    atom = numbers > 0
+    if not atom.any():
+        return None
+    return Structure(lattice, [int(z) for z in numbers[atom]], np.asarray(frac_coords)[atom])
 
 
 def structure_from_maps(density: np.ndarray, species: np.ndarray, lattice_params,
@@ -439,9 +473,7 @@ def structure_from_maps(density: np.ndarray, species: np.ndarray, lattice_params
     lattice = params_to_lattice(lattice_params)
     frac, numbers = decode_sites(density, species, lattice, PEAK_THRESHOLD if threshold is None else threshold,
                                  vote=vote)
-    if len(numbers) == 0:
-        return None
-    return Structure(lattice, [int(z) for z in numbers], frac)
+    return structure_from_sites(lattice, frac, numbers)
 
 
 def structure_matches(a: Structure, b: Structure, stol: float = 0.5, ltol: float = 0.3, angle_tol: float = 10.0) -> bool:
