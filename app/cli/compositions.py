@@ -17,6 +17,28 @@ from app.cli.output import json_safe, report_error, write_records
 PROPERTY_KEYS = ("formation_enthalpy", "energy_per_atom", "volume_per_atom")
 
 
+def add_sampling_arguments(parser) -> None:
+    """``--temperature``, ``--latent-scale``, ``--top-p``: how the DING decoder is sampled.
+
+    Unset options keep the generator's defaults (``compositions.runtime.DEFAULT_*``); they are not
+    read here so that building the parser does not import the engine.
+    """
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="DING: softmax temperature of each element's count draw (0: the most likely count, "
+                             "as the paper; default: the generator's, see models/ding_cvae.md)")
+    parser.add_argument("--latent-scale", type=float, default=None,
+                        help="DING: spread s of the latent draws z ~ N(0, s²I) (default: the generator's)")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="DING: draw each count among the most likely counts holding this probability "
+                             "(default: the generator's)")
+
+
+def sampling_options(args) -> dict:
+    """The generator's sampling keyword arguments that ``add_sampling_arguments`` options set."""
+    options = {"temperature": args.temperature, "latent_scale": args.latent_scale, "top_p": args.top_p}
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def add_parser(commands, device_choices) -> None:
     group = commands.add_parser("compositions", help="DING: properties and generation of compositions")
     sub = group.add_subparsers(dest="compositions_command", required=True)
@@ -33,6 +55,7 @@ def add_parser(commands, device_choices) -> None:
     generate.add_argument("--n", type=int, default=100, help="samples to decode")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--all", action="store_true", help="list repeats too (default: unique compositions)")
+    add_sampling_arguments(generate)
     generate.add_argument("--format", choices=("json", "csv"), default="json")
     generate.set_defaults(handler=run_generate)
 
@@ -86,7 +109,7 @@ def run_generate(args) -> int:
 
     try:
         targets = parse_targets(args.target)
-        result = CompositionGenerator().generate(targets, n=args.n, seed=args.seed)
+        result = CompositionGenerator(**sampling_options(args)).generate(targets, n=args.n, seed=args.seed)
     except CrystalDesignerError as error:
         report_error(error)
         return 2

@@ -30,6 +30,8 @@ def add_parser(commands, device_choices) -> None:
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--fresh", action="store_true", help="ignore the checkpoint instead of resuming")
     train.add_argument("--learning-rate", type=float, default=None, help="generator models, pointnet: peak learning rate")
+    train.add_argument("--paper-predictors", action="store_true",
+                       help="ding: train the paper's one-hot DNN predictors instead of the shipped residual ones")
     train.add_argument("--species-weight", type=float, default=None,
                        help="density_vae: weight of the species cross-entropy")
     train.add_argument("--continue", dest="continue_shipped", action="store_true",
@@ -70,6 +72,9 @@ def add_parser(commands, device_choices) -> None:
     evaluate.add_argument("--n-coverage", type=int, default=None,
                           help="generator: random samples fingerprinted for COV-R/COV-P (default --n-samples; 0: skip)")
     evaluate.add_argument("--format", choices=("json", "text"), default="json", help="generator: output format")
+    from app.cli.compositions import add_sampling_arguments
+
+    add_sampling_arguments(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
 
     index = commands.add_parser("build-index", help="rebuild models/ training indexes and element references")
@@ -105,8 +110,8 @@ def run_train(args) -> int:
     if args.name == DING_MODEL:
         from app.engine.training.train_ding import train_ding
 
-        write_json(train_ding(epochs=args.epochs, fresh=args.fresh,
-                              continue_shipped=args.continue_shipped))
+        write_json(train_ding(epochs=args.epochs, fresh=args.fresh, continue_shipped=args.continue_shipped,
+                              paper_predictors=args.paper_predictors))
         return 0
     if args.name in GENERATOR_MODELS:
         from app.engine.training import train_generator
@@ -152,7 +157,9 @@ def run_evaluate(args) -> int:
     if args.name == DING_MODEL:
         from app.engine.training.evaluate_ding import evaluate_ding
 
-        write_json(evaluate_ding(n_samples=args.n_samples, record=args.record))
+        from app.cli.compositions import sampling_options
+
+        write_json(evaluate_ding(n_samples=args.n_samples, record=args.record, sampling=sampling_options(args)))
         return 0
     if args.name == "generator" and args.stability:
         from app.engine.training.evaluate_generator import evaluate_stability, held_out_perovskite_bases

@@ -88,21 +88,37 @@ def generation_report(generator, n_samples: int = 500, seed: int = 0,
     return report
 
 
-def evaluate_ding(n_samples: int = 500, record: bool = False, folder=None) -> dict:
-    """Recompute every DING figure from the shipped models on the validation split."""
+def evaluate_ding(n_samples: int = 500, record: bool = False, folder=None, sampling: dict | None = None) -> dict:
+    """Recompute every DING figure from the shipped models on the validation split.
+
+    ``sampling``: keyword arguments of :class:`CompositionGenerator` (``temperature``,
+    ``latent_scale``, ``top_p``) for the generation figures; unset ones keep the defaults.
+    """
     from app.engine.compositions.runtime import CVAE_NAME, CompositionGenerator
     from app.engine.training.ding_data import load_composition_data
 
     data = load_composition_data()
-    generator = CompositionGenerator(folder=folder)
+    generator = CompositionGenerator(folder=folder, **(sampling or {}))
     report: dict = {"validation_count": int(len(data.validation_rows)), "predictors": {}}
     for column, prop in enumerate(PROPERTIES):
         report["predictors"][prop] = predictor_metrics(generator.predictor.models[prop], data, column)
     report["reconstruction_accuracy"] = reconstruction_accuracy(generator.cvae, data, data.validation_rows)
     report["paper_reconstruction_accuracy"] = PAPER_RECONSTRUCTION_ACCURACY
     report["generation"] = generation_report(generator, n_samples=n_samples)
+    report["generation"]["sampling"] = {"temperature": generator.temperature, "latent_scale": generator.latent_scale,
+                                        "top_p": generator.top_p}
     if record:
-        _record(report, folder, f"crystal-designer evaluate ding --n-samples {n_samples} --record", CVAE_NAME)
+        from app.engine.compositions.runtime import PREDICTOR_NAMES
+        from app.engine.training.parity import parity_sample, record_parity_sample
+
+        flags = "".join(f" --{key.replace('_', '-')} {value:g}" for key, value in (sampling or {}).items())
+        command = f"crystal-designer evaluate ding --n-samples {n_samples}{flags} --record"
+        _record(report, folder, command, CVAE_NAME)
+        rows = data.validation_rows
+        for column, prop in enumerate(PROPERTIES):
+            predicted = predict_rows(generator.predictor.models[prop], data, rows)
+            record_parity_sample(PREDICTOR_NAMES[prop], parity_sample(data.targets[rows, column], predicted, [prop]),
+                                 command, folder)
     return report
 
 
@@ -114,7 +130,7 @@ def _record(report: dict, folder, command: str, name: str) -> None:
     folder = folder or models_dir()
     entry = load_manifest(folder)[name]
     generation = report["generation"]
-    summary = {"command": command, "n_samples": generation["n_samples"],
+    summary = {"command": command, "n_samples": generation["n_samples"], "sampling": generation.get("sampling"),
                "median_shift_eV_per_atom (target -0.5 minus -2.0)": generation["median_shift_eV_per_atom"]}
     for target, values in generation["by_target"].items():
         summary[f"target {target} eV/atom"] = {k: (round(v, 4) if isinstance(v, float) else v)

@@ -44,7 +44,8 @@ def model_card(entry: dict, history: list[dict]) -> str:
     stage_text = "; ".join(f"stage {k + 1}: {st['epochs']} epochs at peak learning rate {st['learning_rate']}"
                            for k, st in enumerate(stages))
     recomputed = ""
-    if metrics.get("point_cloud_version", 1) >= 2 and not stages:
+    trained_on = metrics.get("trained_on_point_cloud_version")
+    if trained_on is None and metrics.get("point_cloud_version", 1) >= 2 and not stages:
         recomputed = ("\n\nThe weights were trained on point clouds of an earlier construction (the cell reduced as "
                       "given, then oriented); the metrics below are recomputed "
                       f"(`{metrics.get('recomputed_by', 'crystal-designer evaluate pointnet --record')}`) on point "

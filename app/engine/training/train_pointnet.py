@@ -183,6 +183,9 @@ def train(
     state = _fit(model, dataset, train_rows, val_rows, epochs, learning_rate, run, run_key, fresh, progress, cancel)
     model.load_state_dict(state["best"]["state"])
     metrics = evaluate_model(model, dataset, val_rows)
+    from app.engine.training.feature_cache import POINT_CACHE_VERSION
+
+    metrics["trained_on_point_cloud_version"] = POINT_CACHE_VERSION
     stages = stages + [_stage(epochs, learning_rate, state)]
     return _write_model(model, metrics, state, epochs, len(train_rows), len(val_rows), output_dir, stages)
 
@@ -298,28 +301,42 @@ def load_shipped(folder: Path | None = None, with_entry: bool = False):
     return (model, entry) if with_entry else model
 
 
-def evaluate(folder: Path | None = None) -> dict:
+def evaluate(folder: Path | None = None, with_parity_sample: bool = False) -> dict:
     """Validation metrics of the shipped PointNet, recomputed from its weights on point clouds
-    built now from the validation crystals (the runtime featuriser)."""
+    built now from the validation crystals (the runtime featuriser); with ``with_parity_sample``
+    also ``parity_sample`` (:func:`app.engine.training.parity.parity_sample`, ≤ 500 pairs per target)."""
     from app.engine.training.feature_cache import validation_point_dataset
 
     dataset = validation_point_dataset(DATASETS)
     _, val_rows = split_rows(dataset)
-    return evaluate_model(load_shipped(folder), dataset, val_rows)
+    model = load_shipped(folder)
+    metrics = evaluate_model(model, dataset, val_rows)
+    if with_parity_sample:
+        from app.engine.training.parity import parity_sample
+
+        metrics["parity_sample"] = parity_sample(labels_of(dataset, val_rows), predict_rows(model, dataset, val_rows),
+                                                 TARGETS)
+    return metrics
 
 
 def record_metrics(folder: Path | None = None) -> dict:
     """Recompute the shipped PointNet's validation metrics with the current point-cloud construction
-    and store them in its manifest entry and card (weights unchanged)."""
+    and store them, with a parity sample for the window's Models dialog, in its manifest entry and
+    card (weights unchanged)."""
     from app.engine.core.registry import load_manifest
     from app.engine.training.feature_cache import POINT_CACHE_VERSION
     from app.engine.training.pointnet_card import model_card
 
     folder = folder or models_dir()
-    entry = dict(load_manifest(folder)[NAME])
-    entry["metrics"] = evaluate(folder)
-    entry["metrics"]["point_cloud_version"] = POINT_CACHE_VERSION
-    entry["metrics"]["recomputed_by"] = "crystal-designer evaluate pointnet --record"
+    metrics = evaluate(folder, with_parity_sample=True)
+    entry = dict(load_manifest(folder)[NAME])  # re-read right before writing: the manifest is shared
+    previous = entry.get("metrics", {})
+    metrics["point_cloud_version"] = POINT_CACHE_VERSION
+    metrics["recomputed_by"] = "crystal-designer evaluate pointnet --record"
+    metrics["parity_sample_command"] = "crystal-designer evaluate pointnet --record"
+    if "trained_on_point_cloud_version" in previous:
+        metrics["trained_on_point_cloud_version"] = previous["trained_on_point_cloud_version"]
+    entry["metrics"] = metrics
     save_manifest_entry(NAME, entry, folder)
     (folder / f"{NAME}.md").write_text(model_card(entry, []))
     return entry["metrics"]
