@@ -4,7 +4,8 @@ import json
 import socket
 
 import pytest
-from pymatgen.core import Lattice, Structure
+import numpy as np
+from pymatgen.core import Composition, Lattice, Structure
 
 from app.engine.stability.relax import COVALENT_FRACTION, covalent_distance_ok, min_covalent_ratio
 
@@ -107,15 +108,20 @@ def test_fire_and_bfgs_reach_the_same_cell_and_unknown_optimizers_are_refused():
 
 
 def test_chgnet_formation_energies_and_their_reasons():
-    from app.engine.stability.formation import chgnet_formation_energy, element_reference_energies, \
-        mp2020_formation_energy
+    from app.engine.stability.formation import chgnet_corrections, chgnet_formation_energy, \
+        element_reference_energies, mp2020_formation_energy
 
     mu = element_reference_energies()
     structure = _perovskite(3.94)
     energy = -8.42  # eV/atom, about CHGNet's SrTiO3
-    formation, reason = chgnet_formation_energy(structure, energy)
+    formation, reason = chgnet_formation_energy(structure, energy, corrected=False)
     assert reason is None
     assert formation == pytest.approx(energy - (mu["Sr"] + mu["Ti"] + 3 * mu["O"]) / 5)
+    # The shipped corrections add one offset per element, weighted by its atom fraction.
+    offsets = chgnet_corrections()
+    shifted, _ = chgnet_formation_energy(structure, energy)
+    assert shifted == pytest.approx(formation + sum(offsets.get(s, 0.0) * n / 5 for s, n in
+                                                    (("Sr", 1), ("Ti", 1), ("O", 3))))
     corrected, reason = mp2020_formation_energy(structure, energy)
     # MP2020's oxide correction (-0.687 eV per O atom) on 3 O of 5 atoms
     assert reason is None and corrected == pytest.approx(formation - 0.687 * 3 / 5, abs=0.01)
@@ -123,3 +129,32 @@ def test_chgnet_formation_energies_and_their_reasons():
     odd.replace_species({"Xe": "Og"})
     value, reason = chgnet_formation_energy(odd, -3.0)
     assert value is None and "Og" in reason
+
+
+def test_correction_terms_separate_hubbard_metals_in_oxides_and_fluorides(tmp_path):
+    import json
+
+    from app.engine.stability.formation import chgnet_corrections, correction_features
+
+    assert correction_features(Composition("Fe2O3")) == pytest.approx({"Fe+U": 0.4, "O": 0.6})
+    assert correction_features(Composition("FeS")) == pytest.approx({"Fe": 0.5, "S": 0.5})
+    assert correction_features(Composition("SrTiO3")) == pytest.approx({"Sr": 0.2, "Ti": 0.2, "O": 0.6})
+    (tmp_path / "chgnet_corrections.json").write_text(json.dumps({"offsets_eV_per_atom": {"O": -0.1, "Fe+U": 0.5}}))
+    assert chgnet_corrections(tmp_path) == {"O": -0.1, "Fe+U": 0.5}
+    assert chgnet_corrections(tmp_path / "missing") == {}  # not installed: energies used as they are
+
+
+def test_ridge_fit_recovers_offsets_and_shrinks_unseen_ones():
+    from app.engine.stability.formation import correction_features
+    from app.engine.training.element_references import _cross_validated_mae, _design, _ridge
+
+    rng = np.random.default_rng(0)
+    pool = ["SrTiO3", "TiO2", "SrO", "Fe2O3", "FeS", "SrS", "TiS2", "FeO", "Sr", "Ti"]
+    compositions = [Composition(pool[i]) for i in rng.integers(0, len(pool), 200)]
+    terms = sorted({t for c in compositions for t in correction_features(c)})
+    truth = {t: c for t, c in zip(terms, np.linspace(-0.3, 0.3, len(terms)))}
+    design = _design(compositions, terms)
+    residual = design @ np.array([truth[t] for t in terms]) + 0.002 * rng.standard_normal(len(compositions))
+    fitted = _ridge(design, residual, 1e-6)
+    assert fitted == pytest.approx([truth[t] for t in terms], abs=0.01)
+    assert _cross_validated_mae(design, residual, 1e-6) < 0.01 < _cross_validated_mae(design, residual, 10.0)

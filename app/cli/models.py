@@ -57,7 +57,8 @@ def add_parser(commands, device_choices) -> None:
     evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", "hull", POINTNET_MODEL, DING_MODEL,
                                                                 PERIODIC_GENERATOR))
     evaluate.add_argument("--n-held-out", type=int, default=300, help="hull: held-out MP crystals")
-    evaluate.add_argument("--n-relax", type=int, default=30, help="hull: held-out crystals also relaxed")
+    evaluate.add_argument("--n-relax", type=int, default=None,
+                          help="hull: held-out crystals also relaxed (default: all; relaxed is what candidates get)")
     evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
     evaluate.add_argument("--n-samples", type=int, default=1000, help="generator: random samples")
     evaluate.add_argument("--stability", action="store_true",
@@ -152,7 +153,14 @@ def run_evaluate(args) -> int:
     if args.name == "hull":
         from app.engine.training.evaluate_hull import evaluate_hull
 
-        write_json(evaluate_hull(n_chgnet=args.n_held_out, n_relax=args.n_relax))
+        report = evaluate_hull(n_chgnet=args.n_held_out, n_relax=args.n_relax)
+        if args.record:
+            from app.engine.training.hull_builder import record_evaluation
+
+            relax = "" if args.n_relax is None else f" --n-relax {args.n_relax}"
+            report["recorded"] = record_evaluation(
+                report, command=f"crystal-designer evaluate hull --n-held-out {args.n_held_out}{relax} --record")
+        write_json(report)
         return 0
     if args.name == DING_MODEL:
         from app.engine.training.evaluate_ding import evaluate_ding
@@ -211,4 +219,7 @@ def run_build_index(args) -> int:
     from app.engine.training.hull_builder import build_reference_hull
 
     print(build_reference_hull())
+    from app.engine.training.element_references import fit_chgnet_corrections
+
+    print(fit_chgnet_corrections())  # after the references: CHGNet-relaxed training crystals, minutes
     return 0

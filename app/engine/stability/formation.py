@@ -3,9 +3,13 @@
 Two ways to turn a CHGNet energy per atom into a formation energy against the PBE elemental
 reference energies shipped in ``models/element_references.json``:
 
-- :func:`chgnet_formation_energy` subtracts the references as they are. CHGNet's MPtrj training
-  labels already carry Materials Project's MP2020 anion and Hubbard-U corrections, so its
-  energies are on the corrected scale.
+- :func:`chgnet_formation_energy` subtracts the references and adds the fitted corrections of
+  ``models/chgnet_corrections.json`` (:func:`correction_features`: one offset per element, and a
+  separate one for a Hubbard-U metal in an oxide or fluoride). CHGNet's MPtrj training labels
+  already carry Materials Project's MP2020 anion and Hubbard-U corrections; the reference hull
+  holds legacy (~2018) MP formation energies, whose corrections differ. The offsets, fitted by
+  ridge least squares on CHGNet-relaxed training-split crystals
+  (``app.engine.training.element_references.fit_chgnet_corrections``), map one scale onto the other.
 - :func:`mp2020_formation_energy` first runs pymatgen's ``MaterialsProject2020Compatibility`` on
   the CHGNet energy (as a GGA / GGA+U calculation with MP's U values where an oxide or fluoride
   holds Co, Cr, Fe, Mn, Mo, Ni, V or W), the treatment a raw DFT energy needs.
@@ -26,6 +30,13 @@ from app.engine.core.paths import models_dir
 logger = logging.getLogger(__name__)
 
 REFERENCES_FILE = "element_references.json"
+CORRECTIONS_FILE = "chgnet_corrections.json"
+CORRECTIONS_NAME = "chgnet_corrections"
+#: Metals Materials Project runs with a Hubbard U in oxides and fluorides (GGA+U); their energy
+#: corrections there differ from those of their other compounds.
+HUBBARD_U_METALS = frozenset({"Co", "Cr", "Fe", "Mn", "Mo", "Ni", "V", "W"})
+#: Suffix of a Hubbard-U metal's feature in an oxide or fluoride (``"Fe+U"``).
+HUBBARD_SUFFIX = "+U"
 
 #: Where the formation energy of a relaxed crystal placed on the hull comes from: ``{key: text}``
 #: (unrelaxed crystals always use the predicted one). ``crystal-designer evaluate hull`` compares them.
@@ -51,10 +62,14 @@ def hull_formation(predicted: float | None, chgnet: float | None, source: str = 
     return chgnet, "chgnet"
 
 
-@lru_cache(maxsize=4)
 def element_reference_energies(folder: Path | None = None) -> dict[str, float]:
     """PBE energy per atom (eV/atom) of each element's reference phase."""
-    path = (folder or models_dir()) / REFERENCES_FILE
+    return _references_in(folder or models_dir())
+
+
+@lru_cache(maxsize=4)
+def _references_in(folder: Path) -> dict[str, float]:
+    path = folder / REFERENCES_FILE
     return {symbol: float(value) for symbol, value in json.loads(path.read_text())["energy_per_atom_eV"].items()}
 
 
@@ -76,16 +91,49 @@ def _parameters(composition) -> dict:
     return {"run_type": "GGA+U" if hubbards else "GGA", "hubbards": hubbards, "is_hubbard": bool(hubbards)}
 
 
-def chgnet_formation_energy(structure, energy_per_atom: float) -> tuple[float | None, str | None]:
-    """Formation energy per atom (eV/atom) of ``structure`` at CHGNet's ``energy_per_atom``
-    (already MP2020-corrected scale); ``(None, reason)`` when an element has no reference."""
+def correction_features(composition) -> dict[str, float]:
+    """Atom fraction per correction term of ``composition`` (a pymatgen Composition or Structure).
+
+    One term per element (``"O"``), except that a Hubbard-U metal in an oxide or fluoride has its
+    own term (``"Fe+U"``), as in Materials Project's GGA+U mixing scheme.
+    """
+    composition = getattr(composition, "composition", composition)
+    amounts = composition.fractional_composition.get_el_amt_dict()
+    with_u = "O" in amounts or "F" in amounts
+    return {(symbol + HUBBARD_SUFFIX if with_u and symbol in HUBBARD_U_METALS else symbol): x
+            for symbol, x in amounts.items() if x > 0}
+
+
+def chgnet_corrections(folder: Path | None = None) -> dict[str, float]:
+    """Fitted offsets (eV per atom of the term) of :func:`correction_features`' terms; empty
+    when ``chgnet_corrections.json`` is not installed (CHGNet's energies are then used as they are)."""
+    return _corrections_in(folder or models_dir())
+
+
+@lru_cache(maxsize=4)
+def _corrections_in(folder: Path) -> dict[str, float]:
+    path = folder / CORRECTIONS_FILE
+    if not path.is_file():
+        logger.warning("%s is missing: CHGNet formation energies are not corrected", path.name)
+        return {}
+    return {term: float(value) for term, value in json.loads(path.read_text())["offsets_eV_per_atom"].items()}
+
+
+def chgnet_formation_energy(structure, energy_per_atom: float, corrected: bool = True) -> tuple[float | None, str | None]:
+    """Formation energy per atom (eV/atom) of ``structure`` at CHGNet's ``energy_per_atom``, on the
+    reference hull's scale (with the fitted corrections unless ``corrected`` is False); ``(None,
+    reason)`` when an element has no reference."""
     references = element_reference_energies()
     composition = structure.composition
     missing = sorted(e.symbol for e in composition.elements if e.symbol not in references)
     if missing:
         return None, f"no elemental reference energy for {', '.join(missing)}"
     elemental = sum(amount * references[element.symbol] for element, amount in composition.items())
-    return energy_per_atom - elemental / composition.num_atoms, None
+    formation = energy_per_atom - elemental / composition.num_atoms
+    if corrected:
+        offsets = chgnet_corrections()
+        formation += sum(x * offsets.get(term, 0.0) for term, x in correction_features(composition).items())
+    return formation, None
 
 
 def mp2020_formation_energy(structure, energy_per_atom: float) -> tuple[float | None, str | None]:

@@ -5,18 +5,19 @@ held-out crystal is never trivially on it. Truth: its DFT formation energy again
 Routes to a formation energy:
 
 - ``cgcnn``: the shipped CGCNN formation-energy prediction;
-- ``chgnet``: CHGNet's energy minus the PBE elemental references (CHGNet's MPtrj labels already
-  carry the MP2020 corrections);
-- ``chgnet_mp2020``: the same after pymatgen's ``MaterialsProject2020Compatibility`` (what a
-  raw GGA/GGA+U energy would need; applied to CHGNet it counts the corrections twice);
-- ``chgnet_fitted_offsets``: CHGNet with per-element offsets fitted by least squares on training
-  crystals (a calibration to the legacy MP formation energies of the hull);
-- ``mean_cgcnn_chgnet``: the mean of ``cgcnn`` and ``chgnet`` (two independent estimates).
+- ``chgnet``: CHGNet's energy minus the PBE elemental references plus the shipped corrections
+  (``models/chgnet_corrections.json``, fitted on training-split crystals only by
+  ``crystal-designer build-index``); what the product uses;
+- ``chgnet_uncorrected``: the same without the corrections;
+- ``chgnet_mp2020``: the uncorrected one after pymatgen's ``MaterialsProject2020Compatibility``
+  (what a raw GGA/GGA+U energy would need; applied to CHGNet it counts the corrections twice);
+- ``mean``: the mean of ``cgcnn`` and ``chgnet`` (two independent estimates); ``mean_uncorrected``
+  the mean of ``cgcnn`` and ``chgnet_uncorrected``.
 
 Inputs: the MP (DFT-relaxed) structures; the same strained by 3 % and rattled by 0.05 Å, as
-decoded candidates come (unrelaxed); and those relaxed with CHGNet. Stable means E_hull <= 0.
-Crystals of at most ``max_sites`` sites (the generator's candidates are 5–20 atoms) keep the
-evaluation within minutes on one core.
+decoded candidates come (unrelaxed); and those relaxed with CHGNet (what relaxed candidates get).
+Stable means E_hull <= 0. Crystals of at most ``max_sites`` sites (the generator's candidates are
+5–20 atoms) keep the evaluation within minutes on one core.
 """
 
 from __future__ import annotations
@@ -27,30 +28,9 @@ import time
 
 import numpy as np
 
-from app.engine.training.datasets import is_validation, shared_data_dir
+from app.engine.training.datasets import is_validation
+from app.engine.training.element_references import as_candidate, read_mp_structures
 from app.engine.training.hull_builder import hull_from_rows, read_mp_formation_energies, reference_elements
-
-#: Strain and rattle (Å) that make an MP crystal look like an unrelaxed decoded candidate.
-CANDIDATE_STRAIN = 0.03
-CANDIDATE_RATTLE = 0.05
-
-
-def _structures(ids: list[str]) -> dict:
-    import tarfile
-    import warnings
-    from pathlib import Path
-
-    from pymatgen.core import Structure
-
-    wanted, out = set(ids), {}
-    with tarfile.open(shared_data_dir() / "structures" / "mp_eform_gap" / "cifs.tar.gz", "r:gz") as tar, \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for member in tar:
-            stem = Path(member.name).stem
-            if stem in wanted:
-                out[stem] = Structure.from_str(tar.extractfile(member).read().decode(), fmt="cif")
-    return out
 
 
 def _scores(truth: np.ndarray, predicted: np.ndarray) -> dict:
@@ -69,51 +49,6 @@ def _scores(truth: np.ndarray, predicted: np.ndarray) -> dict:
             "stable_fraction": round(float(stable.mean()), 3)}
 
 
-def _reference_mu() -> dict:
-    from app.engine.stability.formation import element_reference_energies
-
-    return element_reference_energies()
-
-
-def _raw_formation(structure, chgnet_energy: float, mu: dict) -> tuple[float, dict]:
-    amounts = structure.composition.fractional_composition.get_el_amt_dict()
-    if any(s not in mu for s in amounts):  # no elemental reference energy (e.g. Yb): cannot be placed
-        return float("nan"), amounts
-    return chgnet_energy - sum(x * mu[s] for s, x in amounts.items()), amounts
-
-
-def fit_chgnet_offsets(structures: list, dft_formation: list[float], device: str = "cpu") -> dict:
-    """Per-element offsets c so that E_f(DFT) ≈ E_CHGNet − Σxμ + Σx c (least squares, eV/atom)."""
-    from app.engine.stability.relax import chgnet_energies
-
-    mu = _reference_mu()
-    energies = chgnet_energies(structures, device=device)
-    rows, residual, symbols = [], [], sorted({s for st in structures for s in st.composition.get_el_amt_dict()})
-    column = {s: i for i, s in enumerate(symbols)}
-    for structure, energy, target in zip(structures, energies, dft_formation):
-        raw, amounts = _raw_formation(structure, energy, mu)
-        if not np.isfinite(raw):
-            continue
-        row = np.zeros(len(symbols))
-        for s, x in amounts.items():
-            row[column[s]] = x
-        rows.append(row)
-        residual.append(target - raw)
-    solution, *_ = np.linalg.lstsq(np.array(rows), np.array(residual), rcond=None)
-    return {s: float(solution[column[s]]) for s in symbols}
-
-
-def chgnet_formation(structures: list, energies: list[float], offsets: dict) -> np.ndarray:
-    """Formation energies (eV/atom) from CHGNet energies with fitted per-element ``offsets``."""
-    mu = _reference_mu()
-    out = []
-    for structure, energy in zip(structures, energies):
-        raw, amounts = _raw_formation(structure, energy, mu)
-        out.append(raw + sum(x * offsets[s] for s, x in amounts.items())
-                   if np.isfinite(raw) and all(s in offsets for s in amounts) else np.nan)
-    return np.array(out)
-
-
 def _corrected(function, structures: list, energies) -> np.ndarray:
     out = []
     for structure, energy in zip(structures, energies):
@@ -128,14 +63,7 @@ def _small(rows: list, structures: dict, count: int, max_sites: int) -> list:
     return [r for r in rows if r[0] in structures and len(structures[r[0]]) <= max_sites][:count]
 
 
-def _as_candidate(structure, seed: int):
-    strained = structure.copy()
-    strained.apply_strain(CANDIDATE_STRAIN)
-    strained.perturb(CANDIDATE_RATTLE, seed=seed)
-    return strained
-
-
-def evaluate_hull(n_chgnet: int = 300, n_fit: int = 500, n_relax: int = 300, seed: int = 0,
+def evaluate_hull(n_chgnet: int = 300, n_relax: int | None = None, seed: int = 0,
                   device: str = "cpu", max_sites: int = 24, progress=None) -> dict:
     """The report: MAE and F1 of stable (E_hull <= 0) per route and input, with the best route.
 
@@ -143,10 +71,9 @@ def evaluate_hull(n_chgnet: int = 300, n_fit: int = 500, n_relax: int = 300, see
     ----------
     n_chgnet : int
         Held-out crystals evaluated.
-    n_fit : int
-        Training crystals the per-element CHGNet offsets are fitted on.
-    n_relax : int
-        Held-out crystals (the first of them) also strained, rattled and relaxed with CHGNet.
+    n_relax : int, optional
+        Held-out crystals (the first of them) also strained, rattled and relaxed with CHGNet
+        (default: all of them).
     max_sites : int
         Largest crystal (sites per cell) drawn.
     """
@@ -162,30 +89,30 @@ def evaluate_hull(n_chgnet: int = 300, n_fit: int = 500, n_relax: int = 300, see
     hull = hull_from_rows(train, reference_elements())
     rng = random.Random(seed)
     held = rng.sample(held, min(3 * n_chgnet, len(held)))  # drawn with room for the size filter
-    fit = rng.sample(train, min(3 * n_fit, len(train)))
-    structures = _structures([r[0] for r in held + fit])
-    held, fit = _small(held, structures, n_chgnet, max_sites), _small(fit, structures, n_fit, max_sites)
-    say(f"{len(held)} held-out and {len(fit)} fitting crystals read")
+    structures = read_mp_structures([r[0] for r in held])
+    held = _small(held, structures, n_chgnet, max_sites)
+    say(f"{len(held)} held-out crystals read")
     truth = np.array([_e_hull(hull, r[1], r[2]) for r in held])
     mp_structures = [structures[r[0]] for r in held]
-
     predictor = PropertyPredictor(device=device)
-    offsets = fit_chgnet_offsets([structures[r[0]] for r in fit], [r[2] for r in fit], device)
-    say("offsets fitted")
+
+    def uncorrected(structure, energy):
+        return chgnet_formation_energy(structure, energy, corrected=False)
 
     def routes(inputs: list, energies) -> dict:
         predicted = predictor.predict(inputs)
         cgcnn = [np.nan if isinstance(p, Exception) else p["formation_energy_per_atom"] for p in predicted]
         out = {"cgcnn": np.array(cgcnn, dtype=float),
                "chgnet": _corrected(chgnet_formation_energy, inputs, energies),
-               "chgnet_mp2020": _corrected(mp2020_formation_energy, inputs, energies),
-               "chgnet_fitted_offsets": chgnet_formation(inputs, energies, offsets)}
-        out["mean_cgcnn_chgnet"] = (out["cgcnn"] + out["chgnet"]) / 2
+               "chgnet_uncorrected": _corrected(uncorrected, inputs, energies),
+               "chgnet_mp2020": _corrected(mp2020_formation_energy, inputs, energies)}
+        out["mean"] = (out["cgcnn"] + out["chgnet"]) / 2
+        out["mean_uncorrected"] = (out["cgcnn"] + out["chgnet_uncorrected"]) / 2
         return out
 
     formation = {"mp_structures": routes(mp_structures, chgnet_energies(mp_structures, device=device))}
-    subset = list(range(min(n_relax, len(held))))
-    candidates = [_as_candidate(mp_structures[i], seed + i) for i in subset]
+    subset = list(range(len(held) if n_relax is None else min(n_relax, len(held))))
+    candidates = [as_candidate(mp_structures[i], seed + i) for i in subset]
     formation["strained_unrelaxed"] = routes(candidates, chgnet_energies(candidates, device=device))
     say("unrelaxed routes done; relaxing")
     relax_began = time.perf_counter()
@@ -197,7 +124,7 @@ def evaluate_hull(n_chgnet: int = 300, n_fit: int = 500, n_relax: int = 300, see
     formation["relaxed"] = {name: _spread(values, done, len(subset)) for name, values in relaxed_routes.items()}
 
     report = {"held_out": len(held), "max_sites": max_sites, "hull_phases_without_held_out": len(hull),
-              "fit_crystals": len(fit), "relaxed_count": len(done), "relax_failed": len(subset) - len(done),
+              "relaxed_count": len(done), "relax_failed": len(subset) - len(done),
               "relax_seconds": round(relax_seconds, 1),
               "relax_mean_steps": round(float(np.mean([r.steps for r in results])), 1) if results else None}
     for inputs, by_route in formation.items():

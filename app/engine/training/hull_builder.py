@@ -141,7 +141,7 @@ def build_reference_hull(data_root: Path | None = None, output_dir: Path | None 
 
 
 #: The command whose figures :func:`record_evaluation` stores.
-EVALUATE_COMMAND = "crystal-designer evaluate hull --n-held-out 300 --n-relax 300"
+EVALUATE_COMMAND = "crystal-designer evaluate hull --n-held-out 300 --record"
 
 
 def record_evaluation(report: dict, folder: Path | None = None, command: str = EVALUATE_COMMAND) -> dict:
@@ -184,11 +184,12 @@ def _evaluation_text(figures: dict | None) -> str:
     for key, value in figures["routes"].items():
         lines.append(f"| {key} | {value['count']} | {value['mae_eV_per_atom']} | {value['f1_stable']} |\n")
     lines.append(f"\nBest by MAE: `{figures['best_by_mae']}`. Routes: `cgcnn` predicted formation energy; "
-                 "`chgnet` CHGNet energy minus the PBE elemental references (CHGNet's MPtrj labels already carry "
-                 "the MP2020 corrections, so `chgnet_mp2020`, which applies them again, counts them twice); "
-                 "`chgnet_fitted_offsets` per-element offsets fitted on 500 training crystals (not shipped); "
-                 "`mean_cgcnn_chgnet` their mean. Default for relaxed crystals (generate, predict --relax): "
-                 f"`{figures.get('default_route')}`, the best shipped route on relaxed inputs by MAE and F1. "
+                 "`chgnet` CHGNet energy minus the PBE elemental references plus the shipped corrections "
+                 "(`chgnet_corrections.json`, fitted on training-split crystals only); `chgnet_uncorrected` "
+                 "without them; `chgnet_mp2020` the uncorrected one after pymatgen's MP2020 corrections "
+                 "(CHGNet's MPtrj labels already carry them, so this counts them twice); `mean` the mean of "
+                 "`cgcnn` and `chgnet`, `mean_uncorrected` of `cgcnn` and `chgnet_uncorrected`. Default for "
+                 f"relaxed crystals (generate, predict --relax): `{figures.get('default_route')}`. "
                  f"Took {figures['seconds']} s "
                  f"({figures['cpu_seconds']} CPU s, one thread; load average {figures['load_average_1min_at_end']}).\n")
     return "".join(lines)
