@@ -228,6 +228,9 @@ def test_training_writes_entry_and_card_and_resumes(tiny_models, example, tmp_pa
     assert (out / "pointnet.md").read_text().startswith("# Model card: pointnet")
     manifest = json.loads((out / "manifest.json").read_text())["models"]["pointnet"]
     assert manifest["sha256"] == entry["sha256"] and manifest["split"]["validation_count"] > 0
+    shipped = train_pointnet.ship_checkpoint(out)  # the best epoch of the run's checkpoint, as a deadline would
+    assert shipped["epochs_completed"] == 2 and shipped["best_epoch"] == entry["best_epoch"]
+    assert shipped["metrics"]["validation_mae"] == entry["metrics"]["validation_mae"]
     calls = []
     monkeypatch.setattr(train_pointnet, "_loss", lambda *a: calls.append(1))
     train_pointnet.train(epochs=2, output_dir=out)  # resumes after the last epoch: nothing to train

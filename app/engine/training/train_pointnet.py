@@ -31,6 +31,7 @@ from app.engine.core.registry import save_manifest_entry, sha256_of
 from app.engine.properties.point_cloud import FULL_POINT_FEATURE_LENGTH
 from app.engine.properties.pointnet import (PointNet, PointNetConfig, batch_to_tensors,
                                             feature_transform_penalty)
+from app.engine.training import checkpoints
 from app.engine.training.datasets import is_validation
 from app.engine.training.feature_cache import PointDataset, concatenate, load_point_dataset
 from app.engine.training.loop import fit_epochs
@@ -340,3 +341,29 @@ def record_metrics(folder: Path | None = None) -> dict:
     save_manifest_entry(NAME, entry, folder)
     (folder / f"{NAME}.md").write_text(model_card(entry, []))
     return entry["metrics"]
+
+
+def ship_checkpoint(output_dir: Path | None = None, continued: bool = False) -> dict:
+    """Write the best epoch so far of an unfinished (or interrupted) training run as the shipped model.
+
+    For a run stopped before its planned epochs (a deadline, a shared machine): the manifest entry
+    and card then say how many of the planned epochs were completed; rerunning
+    ``crystal-designer train pointnet`` afterwards resumes the run from the same checkpoint.
+    """
+    from app.engine.training.feature_cache import POINT_CACHE_VERSION
+
+    run = f"{NAME}_continue" if continued else NAME
+    # Own cache file with Python containers (history, best state): not a shipped weight file.
+    saved = torch.load(checkpoints.checkpoint_path(run), map_location="cpu", weights_only=False)
+    state, epochs, config = saved["state"], saved["epochs"], dict(saved["config"])
+    learning_rate = config.pop("learning_rate")
+    config.pop("continued", None)
+    model = PointNet(PointNetConfig(**config))
+    model.load_state_dict(state["best"]["state"])
+    dataset = load_union()
+    train_rows, val_rows = split_rows(dataset)
+    metrics = evaluate_model(model, dataset, val_rows)
+    metrics["trained_on_point_cloud_version"] = POINT_CACHE_VERSION
+    stages = [_stage(epochs, learning_rate, state)]
+    return _write_model(model, metrics, state, epochs, len(train_rows), len(val_rows), output_dir or models_dir(),
+                        stages)
