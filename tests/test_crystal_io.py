@@ -286,3 +286,26 @@ def test_cancel_stops_between_files(tmp_path):
     with pytest.raises(CancelledError):
         read_crystals(paths, progress=progress, cancel=token)
     assert calls == [1]
+
+
+def test_the_quick_close_atom_test_never_misses_a_pair_the_neighbour_search_finds():
+    from pymatgen.core import Lattice, Structure
+
+    import numpy as np
+
+    from app.engine.io.crystal_io import _may_have_close_atoms
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        lengths = rng.uniform(0.8, 6.0, 3)
+        angles = rng.uniform(40, 140, 3)
+        try:
+            lattice = Lattice.from_parameters(*lengths, *angles)
+        except ValueError:
+            continue
+        if not np.isfinite(lattice.volume) or lattice.volume < 0.5:
+            continue
+        structure = Structure(lattice, ["Si"] * 4, rng.uniform(0, 1, (4, 3)))
+        for r in (0.5, 1.0, 2.0):
+            if len(structure.get_neighbor_list(r=r)[3]):
+                assert _may_have_close_atoms(structure, r)

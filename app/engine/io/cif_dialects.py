@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 from pymatgen.core import Lattice
-from pymatgen.io.cif import CifFile, str2float
 
 _PLACEHOLDERS = ("?", ".")
 _CARTESIAN = ("_atom_site_Cartn_x", "_atom_site_Cartn_y", "_atom_site_Cartn_z")
@@ -25,6 +24,8 @@ def normalise_cif_block(text: str, warns: list[str]) -> str:
     lowered = text.lower()
     if "_atom_site_cartn_x" not in lowered and not any(p in text for p in _PLACEHOLDERS):
         return text
+    from pymatgen.io.cif import CifFile  # imported when needed (~0.5 s): most files need no rewriting
+
     try:
         cif = CifFile.from_str(text)
     except Exception:  # malformed: let the parser report it in its own words
@@ -46,6 +47,8 @@ def _as_list(value) -> list[str]:
 
 
 def _cartesian_to_fractional(block, warns: list[str]) -> bool:
+    from pymatgen.io.cif import str2float
+
     data = block.data
     if "_atom_site_fract_x" in data or not all(k in data for k in _CARTESIAN):
         return False
@@ -68,6 +71,8 @@ def _cartesian_to_fractional(block, warns: list[str]) -> bool:
 
 def _orthogonalisation_matrix(data: dict) -> np.ndarray:
     """3x3 matrix M with cart = M @ frac (Å)."""
+    from pymatgen.io.cif import str2float
+
     if "_atom_sites_Cartn_tran_matrix_11" in data:
         return np.array([[str2float(data[f"_atom_sites_Cartn_tran_matrix_{i}{j}"]) for j in "123"] for i in "123"])
     lengths = [str2float(data[f"_cell_length_{x}"]) for x in "abc"]
