@@ -64,6 +64,11 @@ class LibraryPanel(QWidget):
         for column, width in enumerate((110, 70, 90, 36)):
             self.view.setColumnWidth(column, width)
         self.view.selectionModel().selectionChanged.connect(self._on_selection)
+        # Removing rows (e.g. a new generation dropping the last run's rejected candidates) resets the
+        # model, which clears the selection without a signal; the selected entries (the base) stay selected.
+        self._selection_before_reset: list[CrystalRecord] = []
+        model.modelAboutToBeReset.connect(lambda: setattr(self, "_selection_before_reset", self.selected_records()))
+        model.modelReset.connect(self._restore_selection)
 
         self.details = QLabel("Drop CIF or POSCAR files or folders on the window, or use Open.")
         self.details.setWordWrap(True)
@@ -150,6 +155,12 @@ class LibraryPanel(QWidget):
     def entries(self) -> list[CrystalRecord]:
         """All library records, in displayed order."""
         return [self.proxy.index(row, 0).data(RECORD_ROLE) for row in range(self.proxy.rowCount())]
+
+    def _restore_selection(self) -> None:
+        kept = [r for r in self._selection_before_reset if self._model.row_of(r) is not None]
+        self._selection_before_reset = []
+        if kept:
+            self.select(kept)
 
     def _on_selection(self, *_args) -> None:
         records = self.selected_records()

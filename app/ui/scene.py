@@ -471,17 +471,21 @@ def periodic_density_grid(density: np.ndarray, lattice_matrix: np.ndarray, offse
     return grid
 
 
-def level_range(density: np.ndarray) -> tuple[float, float]:
-    """Isosurface levels (Z/Å³) worth offering: inside the map's range, 2 % away from each end.
+def level_range(density: np.ndarray, non_negative: bool = False) -> tuple[float, float]:
+    """Isosurface levels worth offering: inside the map's range, 2 % away from each end.
 
     The Gaussians of eq. 1 use ionic radii, so maps of dense ionic crystals never drop near zero
-    (NaCl: 0.54–0.83 Z/Å³); a fraction of the maximum would miss them.
+    (NaCl: 0.54–0.83 Z/Å³); a fraction of the maximum would miss them. ``non_negative``: the range
+    starts at 0 at the lowest (periodic maps are sums of Gaussians; the small negative values of
+    decoded maps are decoder noise, and a level among them draws the noise).
     """
     finite = np.asarray(density, dtype=np.float64)
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
         return 0.0, 0.0
     low, high = float(finite.min()), float(finite.max())
+    if non_negative:
+        low = min(max(low, 0.0), high)
     margin = 0.02 * (high - low)
     return low + margin, high - margin
 

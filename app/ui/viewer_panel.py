@@ -32,6 +32,8 @@ DEFAULT_LEVEL_PERIODIC = 0.08
 VIEW_DIRECTION = (2.2, 1.0, 0.7)
 #: Gap (Å) between a candidate's structure and its decoded map when shown side by side.
 SIDE_BY_SIDE_GAP = 1.0
+#: Cartesian axis along which the decoded map is moved beside the structure (1: y).
+SIDE_BY_SIDE_AXIS = 1
 
 
 def _describe_site(structure, atoms: scene.DisplayAtoms, index: int) -> str:
@@ -495,11 +497,15 @@ class ViewerPanel(QWidget):
         return RADIUS_KINDS[max(self.radius_kind.currentIndex(), 0)]
 
     def _map_offset(self) -> np.ndarray:
-        """Where the map's cell starts: beside a candidate's structure (along x), else on it."""
+        """Where the map's cell starts: beside a candidate's structure (along y), else on it."""
         if self._density is None or not (self._record is not None and self._record.is_candidate
                                          and self.side_by_side.isChecked()):
             return np.zeros(3)
-        return np.array([side_by_side_shift(self._density.cell_matrix, self._repeat()), 0.0, 0.0])
+        # Along y: from the first view (VIEW_DIRECTION, mostly along x) y runs across the screen, so
+        # the map sits to the right of the structure instead of in front of it.
+        shift = np.zeros(3)
+        shift[SIDE_BY_SIDE_AXIS] = side_by_side_shift(self._density.cell_matrix, self._repeat(), SIDE_BY_SIDE_AXIS)
+        return shift
 
     def _grid(self):
         if self._density is not None and self._density_grid is None:
@@ -516,7 +522,7 @@ class ViewerPanel(QWidget):
     def _current_level(self) -> float:
         if self._density is None:
             return 0.0
-        low, high = scene.level_range(self._density.density)
+        low, high = scene.level_range(self._density.density, non_negative=self._density.periodic)
         return scene.level_at(self.level.value() / _LEVEL_STEPS, low, high)
 
     def _style(self) -> scene.StructureStyle:
@@ -648,14 +654,15 @@ def colour_bar(units: str) -> dict:
     return {**COLOUR_BAR, "title": f"density\n({units})"}
 
 
-def side_by_side_shift(cell_matrix: np.ndarray, repeat: tuple[int, int, int]) -> float:
-    """x shift (Å) that puts a map's cell clear of the drawn ``repeat`` supercell of the same cell,
-    :data:`SIDE_BY_SIDE_GAP` apart (skewed cells lean, so their x extents are compared)."""
+def side_by_side_shift(cell_matrix: np.ndarray, repeat: tuple[int, int, int], axis: int = 1) -> float:
+    """Shift (Å) along Cartesian ``axis`` that puts a map's cell clear of the drawn ``repeat``
+    supercell of the same cell, :data:`SIDE_BY_SIDE_GAP` apart (skewed cells lean, so their
+    extents along that axis are compared)."""
     corners = np.array(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij")).reshape(3, -1).T.astype(np.float64)
     matrix = np.asarray(cell_matrix, dtype=np.float64)
-    supercell_x = (corners * np.asarray(repeat, dtype=np.float64)) @ matrix[:, 0]
-    cell_x = corners @ matrix[:, 0]
-    return float(supercell_x.max() - cell_x.min() + SIDE_BY_SIDE_GAP)
+    supercell = (corners * np.asarray(repeat, dtype=np.float64)) @ matrix[:, axis]
+    cell = corners @ matrix[:, axis]
+    return float(supercell.max() - cell.min() + SIDE_BY_SIDE_GAP)
 
 
 def pv_spheres(centres: np.ndarray, radii: np.ndarray):

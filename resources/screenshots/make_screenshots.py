@@ -1,4 +1,4 @@
-"""Regenerate the README screenshots: the window, a density isosurface, a powder pattern, the latent map.
+"""Regenerate the README screenshots: the window, density maps, a powder pattern, the latent map, a parity plot.
 
 Run under a display from the repository root::
 
@@ -6,16 +6,18 @@ Run under a display from the repository root::
 
 Uses the shipped models through the worker process and a temporary settings/session folder,
 so the user's own settings are untouched. It opens the bundled examples, generates
-``--samples`` candidates around SrTiO3 (relaxed with CHGNet), then saves:
+``--samples`` candidates around SrTiO3 (periodic generator) and around NaCl (cubic generator),
+relaxed with CHGNet, then saves:
 
 - ``main-window.png``: the window with NaCl's density isosurface and the Results table
   (E_hull and decomposition of the library rows and kept candidates, the funnel and S.U.N. count);
 - ``density-isosurface.png``: File → Export image of NaCl's isosurface and slices;
 - ``density-periodic.png``: rutile (tetragonal) with the periodic map of its cell, isosurface and
   the three lattice mid-plane slices;
-- ``candidate-map.png``: the first kept candidate beside its decoded map (when one is kept);
+- ``candidate-map.png``: the first kept candidate around SrTiO3 (periodic generator) beside its
+  decoded map (when one is kept);
 - ``powder-xrd.png``: simulated patterns of three examples;
-- ``latent-map.png``: the training cells' latent map with SrTiO3 and its candidates;
+- ``latent-map.png``: the cubic generator's latent map with NaCl and its candidates;
 - ``model-parity.png``: Plots → Models, the formation-energy model's validation parity plot.
 """
 
@@ -48,16 +50,19 @@ async def make(window, app, samples: int) -> None:
     await window.client.wait_models()
     records = await window.open_paths([str(examples / name) for name in
                                        ("SrTiO3.cif", "NaCl.cif", "CsCl.cif", "GaAs.cif", "TiO2_rutile.cif")])
-    window.library.select([records[0]])
-    if samples:
-        panel = window.generate_panel
-        panel.count.setValue(samples)
-        await _wait_for(panel.generate_button.isEnabled)
-        task = window.start_generation()
-        await asyncio.wait([task])
+    # SrTiO3 goes to the periodic generator, NaCl to the cubic one, whose latent space the map shows.
+    for base in (records[0], records[1]):
+        window.library.select([base])
+        if samples:
+            panel = window.generate_panel
+            panel.count.setValue(samples)
+            await _wait_for(panel.generate_button.isEnabled)
+            task = window.start_generation()
+            await asyncio.wait([task])
     window.results.kept_only.setChecked(True)  # library rows (with E_hull) and the kept candidates
-    latent = window.plots.show_latent_map()  # SrTiO3 (selected) as the base, with its candidates
+    latent = window.plots.show_latent_map()  # NaCl (selected) as the base, with the candidates
     await _wait_for(lambda: latent.task.done())
+    print("latent map bases:", [r.name for r in window.library.selected_records()], "note:", latent.message.text())
     latent.export_figure(HERE / "latent-map.png")
     latent.close()
 
@@ -81,18 +86,20 @@ async def make(window, app, samples: int) -> None:
     window.viewer.export_image(str(HERE / "density-periodic.png"), (1200, 900))
     window.viewer.show_slices.setChecked(False)
 
-    kept = [r for r in window.model.records if r.is_candidate and r.kept and r.density is not None]
-    if kept:
-        window.results.select([kept[0]])
-        window.results.view.setCurrentIndex(window.results.view.selectionModel().selectedRows()[0])
-        await asyncio.sleep(0.5)
-        window.viewer.export_image(str(HERE / "candidate-map.png"), (1400, 800))
-
     window.library.select(records[:3])
     plot = window.plots.show_xrd(wavelength=1.54184)
     await _wait_for(lambda: plot.task.done())
     plot.export_figure(HERE / "powder-xrd.png")
     plot.close()
+
+    # The first kept candidate of the periodic generator (around SrTiO3) beside its decoded map.
+    kept = [r for r in window.model.records if r.is_candidate and r.kept and r.density is not None
+            and r.density.shape[0] == 24]
+    if kept:
+        window.results.select([kept[0]])
+        window.results.view.setCurrentIndex(window.results.view.selectionModel().selectedRows()[0])
+        await asyncio.sleep(0.5)
+        window.viewer.export_image(str(HERE / "candidate-map.png"), (1400, 800))
 
     models = window.plots.show_models()
     names = [name for name, _ in models.rows]
@@ -110,7 +117,7 @@ def main() -> int:
     from app.ui.main_window import MainWindow
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=48, help="candidates generated around SrTiO3 (0: none)")
+    parser.add_argument("--samples", type=int, default=48, help="candidates generated around SrTiO3 and around NaCl (0: none)")
     args = parser.parse_args()
     app = QApplication([])
     loop = qasync.QEventLoop(app)

@@ -135,3 +135,11 @@ def test_periodic_map_is_drawn_in_its_skewed_cell():
         frac = (np.asarray(plane.points) - offset) @ np.linalg.inv(matrix)
         assert np.allclose(frac[:, axis], 0.5)  # the cell's mid-plane, not a Cartesian plane
     assert DensityView(density, (3.0, 3.0, 3.0), None).units == "Z/Å³"
+
+
+def test_decoded_noise_below_zero_is_not_offered_as_a_level():
+    density = np.full((4, 4, 4), -0.1)
+    density[0, 0, 0] = 1.0
+    assert scene.level_range(density)[0] < 0
+    low, high = scene.level_range(density, non_negative=True)
+    assert low == pytest.approx(0.02) and high == pytest.approx(0.98)

@@ -97,9 +97,9 @@ def test_periodic_candidate_shows_its_decoded_map_beside_its_structure(window, r
     view = viewer.density_view
     assert view is not None and view.periodic and view.density.shape == (24, 24, 24)
     assert {"atoms", "isosurface", "map_cell"} <= _actors(window)
-    atoms_x = np.asarray(viewer.plotter.renderer.actors["atoms"].mapper.dataset.points)[:, 0]
-    surface_x = np.asarray(viewer.plotter.renderer.actors["isosurface"].mapper.dataset.points)[:, 0]
-    assert surface_x.min() > atoms_x.max()  # beside, not on top
+    atoms_y = np.asarray(viewer.plotter.renderer.actors["atoms"].mapper.dataset.points)[:, 1]
+    surface_y = np.asarray(viewer.plotter.renderer.actors["isosurface"].mapper.dataset.points)[:, 1]
+    assert surface_y.min() > atoms_y.max()  # beside, not on top
     viewer.side_by_side.setChecked(False)
     frac = np.asarray(viewer.plotter.renderer.actors["isosurface"].mapper.dataset.points) @ np.linalg.inv(
         view.lattice_matrix)

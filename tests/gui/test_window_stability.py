@@ -4,7 +4,7 @@ toggle, the S.U.N. count and a density colour bar that fits the view."""
 from __future__ import annotations
 
 import numpy as np
-from gui_support import requires_display, wait_until
+from gui_support import kept_candidate_payload, requires_display, wait_until
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
@@ -151,3 +151,14 @@ def test_generate_panel_sets_relaxation_and_the_hull_threshold(window):
     panel.relax.setChecked(False)
     settings = panel.generation_settings()
     assert not settings.relax and not settings.relax_all and not panel.relax_all.isEnabled()
+
+
+def test_removing_rows_keeps_the_library_selection(window, run, example):
+    """A new generation drops the last run's rejected rows (a model reset): the base stays selected."""
+    records = run(window.open_paths([example("NaCl"), example("CsCl")]))
+    window.library.select([records[1]])
+    rejected = candidate_record(kept_candidate_payload(records[0].structure, index=1), "CsCl.cif")
+    window.model.add([rejected])
+    window.model.remove([rejected])
+    assert window.library.selected_records() == [records[1]]
+    assert window.generate_panel.base is records[1]

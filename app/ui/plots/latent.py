@@ -128,7 +128,7 @@ class LatentMapPlot(PlotWidget):
         explained = data.get("explained_variance") or [float("nan")] * 2
         axes.set_xlabel(f"PC1 ({100 * explained[0]:.1f} % of latent variance)")
         axes.set_ylabel(f"PC2 ({100 * explained[1]:.1f} % of latent variance)")
-        axes.set_title(f"Latent space of the generator's {len(points):,} training cells (PCA)")
+        axes.set_title(f"Latent space of the cubic generator's {len(points):,} training cells (PCA)")
         if with_latent or data.get("bases"):
             axes.legend(loc="best", fontsize="small")
         if data.get("stale"):
