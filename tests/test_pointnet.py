@@ -235,3 +235,14 @@ def test_training_writes_entry_and_card_and_resumes(tiny_models, example, tmp_pa
     monkeypatch.setattr(train_pointnet, "_loss", lambda *a: calls.append(1))
     train_pointnet.train(epochs=2, output_dir=out)  # resumes after the last epoch: nothing to train
     assert calls == []
+
+
+def test_widening_a_seed_model_to_the_environment_features_keeps_its_predictions(example):
+    from app.engine.training.train_pointnet import with_point_features
+
+    seed_model = _tiny_model()
+    wider = with_point_features(seed_model, FULL_POINT_FEATURE_LENGTH).eval()
+    assert wider.config.point_features == FULL_POINT_FEATURE_LENGTH
+    batch = batch_to_tensors(collate_clouds([point_cloud(_structure(example, s)) for s in ("GaAs", "SrTiO3")]))
+    with torch.no_grad():
+        torch.testing.assert_close(wider.forward_batch(batch), seed_model.forward_batch(batch))

@@ -170,6 +170,7 @@ def train(
     logger.info("pointnet: %d train / %d validation crystals", len(train_rows), len(val_rows))
     if continue_shipped:
         model, previous = load_shipped(output_dir, with_entry=True)
+        model = with_point_features(model, ARCHITECTURE.get("point_features", model.config.point_features))
         stages = previous["training"].get("stages") or [{
             "epochs": previous["epochs"], "learning_rate": previous["training"]["learning_rate"],
             "epochs_completed": previous.get("epochs_completed", previous["epochs"]),
@@ -189,6 +190,31 @@ def train(
     metrics["trained_on_point_cloud_version"] = POINT_CACHE_VERSION
     stages = stages + [_stage(epochs, learning_rate, state)]
     return _write_model(model, metrics, state, epochs, len(train_rows), len(val_rows), output_dir, stages)
+
+
+def with_point_features(model: PointNet, point_features: int) -> PointNet:
+    """``model`` reading ``point_features`` per-point columns, computing exactly what it computed before.
+
+    The first per-point layer gets zero weights for the added columns (the environment features),
+    so a model trained on the seed's inputs starts a further stage where it stopped and learns how
+    much to use the new inputs; every other weight is copied.
+    """
+    if point_features == model.config.point_features:
+        return model
+    if point_features < model.config.point_features:
+        raise ValueError("A model can only be widened to more per-point columns.")
+    config = PointNetConfig(**{**model.config.to_dict(), "point_features": point_features})
+    wider = PointNet(config)
+    state = model.state_dict()
+    key = "input_mlp.0.weight"
+    old = state[key]
+    added = point_features - model.config.point_features
+    # Columns: x, y, z, the old per-point features, [radial], then nothing: insert the new ones
+    # right after the old per-point features, where ``forward`` puts them.
+    split = model.config.point_features
+    state[key] = torch.cat([old[:, :split], old.new_zeros(old.shape[0], added), old[:, split:]], dim=1)
+    wider.load_state_dict(state)
+    return wider
 
 
 def _stage(epochs: int, learning_rate: float, state: dict | None = None) -> dict:
