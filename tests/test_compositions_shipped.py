@@ -14,9 +14,6 @@ def generator():
     return CompositionGenerator()
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped DING predictors are undertrained (formation enthalpy MAE 0.124 "
-                   "eV/atom vs the paper's 0.051) and NaCl and Al2O3 are not in the OQMD composition data: they come "
-                   "out too shallow (-1.1 and -2.1 eV/atom); see models/ding_formation_enthalpy.md")
 def test_shipped_predictors_know_simple_compounds(generator):
     records = {r["formula"]: r for r in generator.predictor.predict(["NaCl", "Al2O3", "Cu"])}
     assert records["Al2O3"]["formation_enthalpy"] < -2.5  # DFT ≈ -3.4 eV/atom
@@ -36,9 +33,6 @@ def test_generated_compositions_move_with_the_target(low_and_high):
     assert high.median("formation_enthalpy") - low.median("formation_enthalpy") >= 0.8
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped CVAE (KL weight 0.05) decodes some prior samples to the same "
-                   "compositions, mostly single elements: 77 % of decoded samples are unique (target 90 %), and at "
-                   "-0.5 eV/atom 20 % decode to an empty composition; see models/ding_cvae.md")
 def test_generated_compositions_are_mostly_unique_and_new(low_and_high):
     for result in low_and_high:
         counts = result.counts
