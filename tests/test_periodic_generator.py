@@ -165,3 +165,73 @@ def test_generator_without_periodic_model_keeps_the_cubic_refusal(generator):
     generator.periodic = None
     with pytest.raises(StructureReadError, match="cubic"):
         generator.model_for(rutile())
+
+
+def test_learned_density_filter_starts_as_the_fixed_one_and_continues_fixed_weights(tmp_path):
+    """Weights with the fixed filter continue as a learned-filter model with the same output."""
+    from app.engine.core.registry import save_manifest_entry, sha256_of
+    from app.engine.training.train_periodic_generator import NAME, load_shipped_into
+
+    torch.manual_seed(0)
+    config = dict(latent_dim=8, widths=[4, 4, 8], species=[8, 22], out_width=4)
+    fixed = PeriodicVAE(PeriodicVAEConfig(**config)).eval()
+    weights = tmp_path / f"{NAME}.pt"
+    torch.save(fixed.state_dict(), weights)
+    save_manifest_entry(NAME, {"file": weights.name, "sha256": sha256_of(weights), "kind": NAME,
+                               "architecture": {**fixed.config.to_dict(), "decile_edges_eV_per_atom": [0.0] * 9}},
+                        tmp_path)
+    learned = PeriodicVAE(PeriodicVAEConfig(**config, learned_filter=True)).eval()
+    load_shipped_into(learned, tmp_path)
+    features = torch.randn(2, 4, GRID, GRID, GRID)
+    torch.testing.assert_close(learned.density(features), fixed.density(features))
+    assert learned.density_filter.weight.requires_grad
+    other = PeriodicVAE(PeriodicVAEConfig(**{**config, "latent_dim": 16}, learned_filter=True))
+    with pytest.raises(ValueError, match="another architecture"):
+        load_shipped_into(other, tmp_path)
+
+
+def test_fast_periodic_decoding_equals_full_species_maps(generator, tiny_model):
+    """The generator reads species only at the found sites; that must give the crystals that the
+    full species maps (``decode_latent``) and ``structure_from_maps`` give."""
+    from app.engine.generation.periodic_model import decode_latent
+
+    with torch.no_grad():
+        # Random weights give a nearly flat map: stretch it so that some maxima pass the threshold.
+        tiny_model.density_head.weight *= 20.0
+        tiny_model.density_head.bias.fill_(-2.3)
+    z = 3.0 * np.random.default_rng(1).standard_normal((6, tiny_model.config.latent_dim)).astype(np.float32)
+    fast = generator._decode_periodic(z, 2)
+    density, species, lattice = decode_latent(tiny_model, z, np.full(len(z), 2))
+    found = 0
+    for (structure, decoded_density, error), d, s, params in zip(fast, density, species, lattice):
+        np.testing.assert_allclose(decoded_density, d, atol=1e-6)
+        lengths = np.exp(params[:3])
+        if error is not None and "plausible range" in error:
+            assert not np.all((lengths >= 1.0) & (lengths <= 40.0))
+            continue
+        reference = structure_from_maps(d, s, params)
+        assert (structure is None) == (reference is None)
+        if structure is not None:
+            found += 1
+            assert [site.specie.Z for site in structure] == [site.specie.Z for site in reference]
+            np.testing.assert_allclose(structure.frac_coords, reference.frac_coords, atol=1e-9)
+    assert found > 0
+
+
+def test_uniqueness_matching_on_reduced_cells_equals_structure_matcher():
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from app.engine.generation.generator import CrystalGenerator
+
+    rng = np.random.default_rng(0)
+    base = rutile()
+    shaken = base.copy()
+    shaken.perturb(0.05, min_distance=0.0)
+    strained = base.copy()
+    strained.apply_strain([0.35, 0.0, 0.0])
+    supercell = base.copy()
+    supercell.make_supercell([1, 1, 2])
+    moved = Structure(base.lattice, base.species, np.mod(base.frac_coords + rng.uniform(0, 0.3, (len(base), 3)), 1))
+    matcher = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10, scale=False)
+    for other in (base, shaken, strained, supercell, moved):
+        assert CrystalGenerator._matches(base, other) == matcher.fit(base, other)

@@ -526,6 +526,7 @@ class CrystalGenerator:
         latents = self._latents(settings, rng, base_mu, second_mu, decile, model)
         reference = base_mu if base_mu is not None else np.zeros(latents.shape[1])
 
+        _start_warm_up(import_relaxation=settings.relax and self._relax is None)
         funnel = dict.fromkeys(FUNNEL_STAGE_KEYS, 0)
         candidates: list[Candidate] = []
         unique_kept: dict[str, list] = {}
@@ -612,21 +613,76 @@ class CrystalGenerator:
             passing = passing and (flags[key] or not settings.removes(key))
             funnel[key] += int(passing)
         flags["unique"] = True
-        if passing:
-            flags["unique"] = not any(self._matches(structure, other) for other in unique_kept.get(formula, []))
+        reduced = None
+        if passing and unique_kept.get(formula):
+            reduced = _reduced_for_matching(structure)
+            flags["unique"] = not any(_matches_reduced(reduced, other) for other in unique_kept[formula])
         kept = passing and (flags["unique"] or not settings.removes("unique"))
         funnel["unique"] += int(kept)
         if kept:
-            unique_kept.setdefault(formula, []).append(structure)
+            unique_kept.setdefault(formula, []).append(reduced if reduced is not None
+                                                       else _reduced_for_matching(structure))
         return Candidate(index, structure, formula, dict(values), flags, latent_distance, kept=kept,
                          space_group=format_space_group(symmetry),
                          density=density.astype(np.float16) if kept else None)
 
     @staticmethod
     def _matches(a, b) -> bool:
+        """StructureMatcher equality of the uniqueness stage (stol 0.5, ltol 0.3, 10°, no scaling)."""
+        return _matches_reduced(_reduced_for_matching(a), _reduced_for_matching(b))
+
+
+_UNIQUENESS_MATCHER = None
+
+
+def _uniqueness_matcher():
+    global _UNIQUENESS_MATCHER
+    if _UNIQUENESS_MATCHER is None:
         from pymatgen.analysis.structure_matcher import StructureMatcher
 
-        return StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10, scale=False).fit(a, b)
+        _UNIQUENESS_MATCHER = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10, scale=False)
+    return _UNIQUENESS_MATCHER
+
+
+def _reduced_for_matching(structure):
+    """The Niggli-reduced primitive cell that ``StructureMatcher.fit`` would compute for this
+    structure on every comparison; computed once per candidate, it is reused for every kept
+    crystal of the same formula (``fit(..., skip_structure_reduction=True)``), which gives the
+    same answer as ``fit`` on the unreduced structures."""
+    return _uniqueness_matcher()._get_reduced_structure(structure, primitive_cell=True, niggli=True)
+
+
+def _matches_reduced(a, b) -> bool:
+    """StructureMatcher equality of two structures already reduced by :func:`_reduced_for_matching`."""
+    return _uniqueness_matcher().fit(a, b, skip_structure_reduction=True)
+
+
+def _warm_up(import_relaxation: bool) -> None:
+    """Load what later stages need the first time they run in a process: pymatgen's table of
+    oxidation-state probabilities (the charge-balance filter) and the CHGNet package (the
+    relaxation stage). Run in a background thread while the first batches decode, so these
+    seconds of one-off loading overlap with the decoder's work instead of adding to it."""
+    try:
+        charge_balanced("NaCl")
+        if import_relaxation:
+            import chgnet.model  # noqa: F401
+    except Exception:  # noqa: BLE001 (a broken part is reported by the stage that needs it)
+        logger.debug("Warm-up of the filters and the relaxation failed", exc_info=True)
+
+
+_WARM_UP_STARTED = False
+
+
+def _start_warm_up(import_relaxation: bool) -> None:
+    """Start :func:`_warm_up` once per process (again if the relaxation is first asked for later)."""
+    global _WARM_UP_STARTED
+    import sys
+    import threading
+
+    if _WARM_UP_STARTED and (not import_relaxation or "chgnet.model" in sys.modules):
+        return
+    _WARM_UP_STARTED = True
+    threading.Thread(target=_warm_up, args=(import_relaxation,), name="generation-warm-up", daemon=True).start()
 
 
 def _shipped_periodic(folder: Path | None):
