@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -59,17 +60,24 @@ def cached_validation_cifs(n: int) -> Path:
     return folder
 
 
-def tree_rss_mb(pid: int) -> tuple[float, float]:
-    """(largest single process, sum) resident memory in MB of ``pid`` and its descendants."""
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss_mb(pid: int, cpu_seconds: dict[int, float] | None = None) -> tuple[float, float]:
+    """(largest single process, sum) resident memory in MB of ``pid`` and its descendants; also
+    records each one's CPU time so far (s) into ``cpu_seconds`` by process id."""
     sizes, stack = [], [pid]
     while stack:
         current = stack.pop()
         try:
             status = Path(f"/proc/{current}/status").read_text()
             sizes.append(int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmRSS"))) / 1024)
+            if cpu_seconds is not None:
+                fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu_seconds[current] = (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
             for task in Path(f"/proc/{current}/task").iterdir():
                 stack += [int(child) for child in (task / "children").read_text().split()]
-        except (OSError, StopIteration, ValueError):
+        except (OSError, StopIteration, ValueError, IndexError):
             continue
     return (max(sizes), sum(sizes)) if sizes else (0.0, 0.0)
 
@@ -79,24 +87,32 @@ def run_predict(folder: Path, cores: int, extra: list[str] | None = None) -> dic
     env = {**os.environ, "CRYSTAL_DESIGNER_CORES": str(cores)}
     env.pop("OMP_NUM_THREADS", None)
     command = [sys.executable, "-m", "app.cli", "predict", str(folder), "--workers", str(cores), *(extra or [])]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     peak = [0.0, 0.0]
+    cpu_seconds: dict[int, float] = {}
 
     def sample() -> None:
         while process.poll() is None:
-            largest, total = tree_rss_mb(process.pid)
+            largest, total = tree_rss_mb(process.pid, cpu_seconds)
             peak[0], peak[1] = max(peak[0], largest), max(peak[1], total)
-            time.sleep(0.2)
+            time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     stdout, _ = process.communicate()
     seconds = time.perf_counter() - began
     sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     records = json.loads(stdout)
+    total_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"structures": len(records), "failed": sum(1 for r in records if r["error"]),
             "seconds": round(seconds, 2), "cifs_per_second": round(len(records) / seconds, 1),
+            # CPU time depends far less on other work on the machine than the wall time: the whole
+            # process tree's, and the main process's (last sample, up to 0.05 s short).
+            "cpu_seconds_all_processes": round(total_cpu, 2),
+            "cpu_seconds_main_process": round(cpu_seconds.get(process.pid, float("nan")), 2),
             "peak_rss_largest_process_mb": round(peak[0], 1), "peak_rss_all_processes_mb": round(peak[1], 1)}
 
 

@@ -35,7 +35,6 @@ def run(args) -> int:
     from app.engine.properties.predictor import PropertyPredictor
 
     limits = ReadLimits(max_file_bytes=int(args.max_file_mb * 1_000_000), max_sites=args.max_sites)
-    add_hull_fields = _hull_fields_adder()
     try:
         # A loader, not a predictor: the models load while the file readers have started.
         if getattr(args, "relax", False):
@@ -43,17 +42,17 @@ def run(args) -> int:
 
             records = predict_relaxed_files(args.paths, PropertyPredictor(device=args.device), limits=limits,
                                             fmax=args.relax_fmax, max_steps=args.relax_steps, device=args.device)
-            add_hull_fields(records)
+            with_hull_fields(records)
         elif args.model == "pointnet":
             from app.engine.properties.pointnet_predictor import PointNetPredictor
 
-            # Hull fields per finished batch, while later files are still being read.
+            # Hull fields per finished batch, in the file readers while the models run.
             records = predict_files(args.paths, lambda: PointNetPredictor(device=args.device), limits=limits,
                                     workers=args.workers, featurise=PointNetPredictor.featurise,
-                                    on_records=add_hull_fields)
+                                    finish_records=with_hull_fields)
         else:
             records = predict_files(args.paths, lambda: PropertyPredictor(device=args.device),
-                                    limits=limits, workers=args.workers, on_records=add_hull_fields)
+                                    limits=limits, workers=args.workers, finish_records=with_hull_fields)
     except CrystalDesignerError as error:
         report_error(error)
         return 2
@@ -67,21 +66,22 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def _hull_fields_adder():
-    """A function giving records ``e_above_hull``, ``decomposition`` and ``hull_error`` (the reason
-    when there is no hull); it loads the reference hull at its first call and keeps it, so batch
-    after batch shares one hull and its per-system facet cache."""
+#: This process's reference hull and the reason when there is none, loaded at the first use.
+_HULL: list = []
+
+
+def with_hull_fields(records: list[dict]) -> list[dict]:
+    """``records`` with ``e_above_hull``, ``decomposition`` and ``hull_error`` (the reason when
+    there is no hull). Module-level, so the file readers of ``predict_files`` can run it; each
+    process loads the reference hull once and keeps it, so batch after batch shares one hull and
+    its per-system facet cache."""
     from app.engine.core.errors import ModelError
     from app.engine.stability.hull import ReferenceHull, add_hull_fields
 
-    loaded: list = []
-
-    def add(records: list[dict]) -> None:
-        if not loaded:
-            try:
-                loaded[:] = [ReferenceHull.load(), None]
-            except ModelError as error:
-                loaded[:] = [None, str(error)]
-        add_hull_fields(records, *loaded)
-
-    return add
+    if not _HULL:
+        try:
+            _HULL[:] = [ReferenceHull.load(), None]
+        except ModelError as error:
+            _HULL[:] = [None, str(error)]
+    add_hull_fields(records, *_HULL)
+    return records

@@ -6,14 +6,16 @@ files that work is spread over worker processes; the models then run on whole ba
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
-import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from app.engine.core.cancel import CancelToken, ProgressCallback
 from app.engine.io.crystal_io import LoadedCrystal, ReadLimits, expand_paths, read_crystal_file
@@ -68,28 +70,71 @@ def iter_with_graphs(
     (LoadedCrystal, CrystalGraph | StructureReadError | None)
         One entry per structure (or per unreadable file), in input order.
     """
-    limits = limits or ReadLimits()
     files, problems = expand_paths(paths)
-    yield from ((p, None) for p in problems)
-    workers = workers or min(available_cores(), 8)
-    if len(files) >= PARALLEL_THRESHOLD and workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-            chunks = pool.map(_read_with_graphs, files, [limits] * len(files), [featurise] * len(files),
-                              chunksize=16)
-            for done, chunk in enumerate(chunks, 1):
-                if cancel is not None and cancel.cancelled:
-                    pool.shutdown(cancel_futures=True)
+    with _reader_pool(len(files), workers) as pool:
+        yield from _Reading(files, problems, limits or ReadLimits(), pool, progress, cancel, featurise)
+
+
+@contextlib.contextmanager
+def _reader_pool(n_files: int, workers: int | None) -> Iterator[ProcessPoolExecutor | None]:
+    """Reader processes for ``n_files`` files (None: read in this process)."""
+    workers = _reader_count(workers)
+    if n_files < PARALLEL_THRESHOLD or workers < 2:
+        yield None
+        return
+    with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+        yield pool
+
+
+def _reader_count(workers: int | None) -> int:
+    return workers or min(available_cores(), 8)
+
+
+#: Files per reading task: small enough that the first batch arrives soon, large enough that
+#: task overhead stays small.
+FILES_PER_TASK = 16
+
+
+def _read_files(paths: list[Path], limits: ReadLimits, featurise: Callable) -> list[tuple[LoadedCrystal, object]]:
+    """:func:`_read_with_graphs` of several files (one task of a reader process)."""
+    return [entry for path in paths for entry in _read_with_graphs(path, limits, featurise)]
+
+
+class _Reading:
+    """The entries of ``files`` in order, read by ``pool`` (or here when it is None);
+    :attr:`finished` tells when every file has been read."""
+
+    def __init__(self, files: list[Path], problems: list[LoadedCrystal], limits: ReadLimits,
+                 pool: ProcessPoolExecutor | None, progress: ProgressCallback | None, cancel: CancelToken | None,
+                 featurise: Callable):
+        self.files, self.problems, self.limits, self.pool = files, problems, limits, pool
+        self.progress, self.cancel, self.featurise = progress, cancel, featurise
+        self.tasks: list[Future] = []
+
+    @property
+    def finished(self) -> bool:
+        return self.pool is None or all(task.done() for task in self.tasks)
+
+    def __iter__(self) -> Iterator[tuple[LoadedCrystal, object]]:
+        yield from ((p, None) for p in self.problems)
+        files, cancel, progress = self.files, self.cancel, self.progress
+        if self.pool is None:
+            for done, path in enumerate(files, 1):
+                if cancel is not None:
                     cancel.raise_if_cancelled()
-                yield from chunk
+                yield from _read_with_graphs(path, self.limits, self.featurise)
                 if progress is not None:
                     progress(done, len(files), "reading structures")
-    else:
-        for done, path in enumerate(files, 1):
-            if cancel is not None:
+            return
+        self.tasks = [self.pool.submit(_read_files, files[i:i + FILES_PER_TASK], self.limits, self.featurise)
+                      for i in range(0, len(files), FILES_PER_TASK)]
+        for number, task in enumerate(self.tasks):
+            if cancel is not None and cancel.cancelled:
+                self.pool.shutdown(cancel_futures=True)
                 cancel.raise_if_cancelled()
-            yield from _read_with_graphs(path, limits, featurise)
+            yield from task.result()
             if progress is not None:
-                progress(done, len(files), "reading structures")
+                progress(min((number + 1) * FILES_PER_TASK, len(files)), len(files), "reading structures")
 
 
 def read_with_graphs(paths: Iterable[str | Path], limits: ReadLimits | None = None, workers: int | None = None,
@@ -121,6 +166,7 @@ def predict_files(
     cancel: CancelToken | None = None,
     featurise: Callable | None = None,
     on_records: Callable[[list[dict]], None] | None = None,
+    finish_records: Callable[[list[dict]], list[dict]] | None = None,
 ) -> list[dict]:
     """Prediction records for every structure under ``paths`` (see :func:`prediction_record`).
 
@@ -129,54 +175,101 @@ def predict_files(
     pass it when ``predictor`` is a loader of a predictor other than CGCNN's.
 
     ``predictor`` may be a function that loads one: it is then called once the file readers have
-    started, so loading the models overlaps with reading (whole-process start-up is ~1.5 s).
-    Batches are predicted while later files are still being read.
+    started, so loading the models overlaps with reading. Batches are predicted while later files
+    are still being read.
 
-    ``on_records``, when given, is called with each run of records as soon as they are complete
-    (every record exactly once, in order), e.g. to place them on the hull while later files are
-    still being read rather than all at the end.
+    ``finish_records``, when given, is a module-level function (it must pickle) that takes a run
+    of finished records and returns them with more fields (e.g. the hull's). With reader
+    processes it runs in them, after they have read every file, so it overlaps with the models;
+    without, in this process. ``on_records``, when given, is called with each run of records as
+    soon as it is complete (and finished): every record exactly once, in order.
     """
     # The model input of the predictor (graph for CGCNN, point cloud for PointNet), built by the readers.
     featurise = featurise or getattr(predictor, "featurise", graph_for_prediction)
-    entries = iter_with_graphs(paths, limits, workers, None, cancel, featurise)
-    records: list[dict] = []
-    pending: list[tuple[int, LoadedCrystal, object]] = []
-    first = next(entries, None)  # starts the readers
-    if not isinstance(predictor, PropertyPredictor):
-        predictor = predictor()
-    _leave_cores_to_readers(paths, workers)
-    model_name = getattr(predictor, "model_name", "cgcnn")
-    reported = 0
-    for entry in itertools.chain([first] if first is not None else [], entries):
-        crystal, graph = entry
-        records.append(_disordered_record(predictor, crystal) if _is_disordered(crystal)
-                       else _unpredictable_record(crystal, graph))
-        if records[-1] is None:
-            pending.append((len(records) - 1, crystal, graph))
-        if len(pending) >= batch_size:
-            _predict_pending(predictor, pending, records, batch_size)
-            reported = _report(records, reported, model_name, on_records)
-            if progress is not None:
-                progress(len(records), len(records), "predicting properties")
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-    _predict_pending(predictor, pending, records, batch_size)
-    _report(records, reported, model_name, on_records)
+    files, problems = expand_paths(paths)
+    with _reader_pool(len(files), workers) as pool:
+        reading = _Reading(files, problems, limits or ReadLimits(), pool, None, cancel, featurise)
+        entries = iter(reading)
+        first = next(entries, None)  # starts the readers
+        if not isinstance(predictor, PropertyPredictor):
+            predictor = predictor()
+        models = _Models(predictor, batch_size, readers=_reader_count(workers) if pool is not None else 0)
+        runs = _FinishedRuns(getattr(predictor, "model_name", "cgcnn"), pool, finish_records, on_records)
+        records: list = []
+        pending: list[tuple[int, LoadedCrystal, object]] = []
+        try:
+            for crystal, graph in itertools.chain([first] if first is not None else [], entries):
+                records.append(_disordered_record(predictor, crystal) if _is_disordered(crystal)
+                               else _unpredictable_record(crystal, graph))
+                if records[-1] is None:
+                    pending.append((len(records) - 1, crystal, graph))
+                if len(pending) >= batch_size:
+                    if reading.finished:  # the readers only finish records from now on
+                        models.use_every_core()
+                    models.predict(pending, records)
+                    runs.add(records)
+                    if progress is not None:
+                        progress(len(records), len(records), "predicting properties")
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+            models.use_every_core()
+            models.predict(pending, records)
+            runs.add(records)
+            runs.wait(records, cancel)
+        finally:
+            models.close()
     if progress is not None:
         progress(len(records), len(records), "predicting properties")
     return records
 
 
-def _report(records: list[dict], reported: int, model_name: str,
-            on_records: Callable[[list[dict]], None] | None) -> int:
-    """Finish the records completed since ``reported`` (their ``model``) and hand them to
-    ``on_records``; returns the new count of finished records."""
-    done = records[reported:]
-    for record in done:
-        record["model"] = model_name
-    if on_records is not None and done:
-        on_records(done)
-    return len(records)
+class _FinishedRuns:
+    """Hands each run of completed records to ``finish`` (in the reader pool when there is one)
+    and then, in order, to ``on_records``."""
+
+    def __init__(self, model_name: str, pool: ProcessPoolExecutor | None,
+                 finish: Callable[[list[dict]], list[dict]] | None,
+                 on_records: Callable[[list[dict]], None] | None):
+        self.model_name, self.pool, self.finish, self.on_records = model_name, pool, finish, on_records
+        self.handed_on = 0  # records before this index are finished or being finished
+        self.queue: list[tuple[int, Future]] = []  # (index of the first record, its run's future)
+
+    def add(self, records: list) -> None:
+        """Hand on the records completed since the last call (records are None until predicted)."""
+        end = self.handed_on
+        while end < len(records) and records[end] is not None:
+            end += 1
+        run = records[self.handed_on:end]
+        if not run:
+            return
+        for record in run:
+            record["model"] = self.model_name
+        start, self.handed_on = self.handed_on, end
+        if self.finish is None:
+            self._deliver(records, start, run)
+        elif self.pool is not None:
+            self.queue.append((start, self.pool.submit(self.finish, run)))
+            self._collect(records, block=False)
+        else:
+            self._deliver(records, start, self.finish(run))
+
+    def wait(self, records: list, cancel: CancelToken | None) -> None:
+        """Collect every run still being finished, in order."""
+        while self.queue:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            self._collect(records, block=True)
+
+    def _collect(self, records: list, block: bool) -> None:
+        while self.queue and (block or self.queue[0][1].done()):
+            start, future = self.queue.pop(0)
+            self._deliver(records, start, future.result())
+            block = False
+
+    def _deliver(self, records: list, start: int, run: list[dict]) -> None:
+        records[start:start + len(run)] = run
+        if self.on_records is not None:
+            self.on_records(run)
 
 
 def _is_disordered(crystal: LoadedCrystal) -> bool:
@@ -196,17 +289,6 @@ def _disordered_record(predictor: PropertyPredictor, crystal: LoadedCrystal) -> 
     return record
 
 
-def _leave_cores_to_readers(paths, workers: int | None) -> None:
-    """While reader processes fill every core, the models run on one thread: more threads only
-    spin against the readers (measured: 3x the CPU time for the same predictions)."""
-    import torch
-
-    files, _ = expand_paths(paths)
-    readers = workers or min(available_cores(), 8)
-    if len(files) >= PARALLEL_THRESHOLD and readers > 1:
-        torch.set_num_threads(max(1, available_cores() - readers + 1))
-
-
 def _unpredictable_record(crystal: LoadedCrystal, graph) -> dict | None:
     """The error record of an entry that cannot be predicted, None for one that can."""
     if not crystal.ok:
@@ -218,12 +300,54 @@ def _unpredictable_record(crystal: LoadedCrystal, graph) -> dict | None:
     return None
 
 
-def _predict_pending(predictor: PropertyPredictor, pending: list, records: list, batch_size: int) -> None:
-    """Predict the queued ``(record index, crystal, graph)`` entries into ``records``; empties the queue."""
-    if not pending:
-        return
-    raw = predictor.predict_graphs([graph for _, _, graph in pending], batch_size)
-    for row, (i, crystal, _) in enumerate(pending):
-        prediction = predictor.assemble(crystal.structure, {name: out[row] for name, out in raw.items()})
-        records[i] = prediction_record(crystal, prediction.values, None)
-    pending.clear()
+class _Models:
+    """Runs the predictor on the queued entries, on one core while reader processes fill the
+    others, then on every core.
+
+    Every core means one slice of the batch per core, each predicted in its own thread with one
+    torch thread: torch releases the GIL in its kernels, and unlike torch's own thread pool these
+    threads wait without spinning, so the readers' remaining work (finishing records) does not
+    make them burn CPU (torch threads beside busy readers: 3x the CPU time, measured).
+    """
+
+    #: Fewer entries than this per slice are predicted in one piece.
+    MIN_SLICE = 16
+
+    def __init__(self, predictor: PropertyPredictor, batch_size: int, readers: int):
+        import torch
+
+        self.predictor, self.batch_size = predictor, batch_size
+        self.cores = available_cores()
+        self.slices = 1
+        self.threads = None
+        self.torch = torch
+        if readers:
+            torch.set_num_threads(max(1, self.cores - readers + 1))
+
+    def use_every_core(self) -> None:
+        if self.slices == 1 and self.cores > 1 and self.torch.get_num_threads() == 1:
+            self.slices = self.cores
+
+    def predict(self, pending: list, records: list) -> None:
+        """Predict the queued ``(record index, crystal, graph)`` entries into ``records``; empties the queue."""
+        if not pending:
+            return
+        graphs = [graph for _, _, graph in pending]
+        slices = min(self.slices, len(graphs) // self.MIN_SLICE) or 1
+        if slices == 1:
+            raw = self.predictor.predict_graphs(graphs, self.batch_size)
+        else:
+            if self.threads is None:
+                self.threads = ThreadPoolExecutor(self.cores, thread_name_prefix="models")
+            size = -(-len(graphs) // slices)
+            parts = list(self.threads.map(lambda start: self.predictor.predict_graphs(
+                graphs[start:start + size], self.batch_size), range(0, len(graphs), size)))
+            raw = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        for row, (i, crystal, _) in enumerate(pending):
+            prediction = self.predictor.assemble(crystal.structure, {name: out[row] for name, out in raw.items()})
+            records[i] = prediction_record(crystal, prediction.values, None)
+        pending.clear()
+
+    def close(self) -> None:
+        if self.threads is not None:
+            self.threads.shutdown()
