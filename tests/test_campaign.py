@@ -130,3 +130,13 @@ def test_each_process_takes_the_threads_of_the_cores_it_is_given():
     code = code.replace("configure_threads()", "configure_threads(reserve=1)")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["2", "2", "2"]
+
+
+def test_worker_warm_up_runs_once_per_process(tiny_models, example, tmp_path, monkeypatch):
+    from app.engine.campaign import runtime
+
+    monkeypatch.setattr(runtime, "_WARM", False)
+    monkeypatch.setattr(runtime, "_GENERATOR", None)
+    assert runtime.warm_up_worker(str(example("SrTiO3"))) > 0
+    assert runtime._GENERATOR is not None
+    assert runtime.warm_up_worker(str(example("SrTiO3"))) == 0.0
