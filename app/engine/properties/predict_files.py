@@ -83,7 +83,11 @@ def _reader_pool(n_files: int, workers: int | None) -> Iterator[ProcessPoolExecu
         yield None
         return
     with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-        yield pool
+        try:
+            yield pool
+        except BaseException:  # an error or a cancellation: do not read the remaining files first
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _reader_count(workers: int | None) -> int:
@@ -325,7 +329,8 @@ class _Models:
             torch.set_num_threads(max(1, self.cores - readers + 1))
 
     def use_every_core(self) -> None:
-        if self.slices == 1 and self.cores > 1 and self.torch.get_num_threads() == 1:
+        on_cpu = self.torch.device(getattr(self.predictor, "device", "cpu")).type == "cpu"
+        if self.slices == 1 and self.cores > 1 and on_cpu and self.torch.get_num_threads() == 1:
             self.slices = self.cores
 
     def predict(self, pending: list, records: list) -> None:
