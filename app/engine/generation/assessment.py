@@ -83,10 +83,12 @@ def assess(candidates: Sequence, funnel: dict[str, int], settings, *, base, pred
     matcher = structure_matcher()
     distinct: dict[str, list] = {}
     sun = 0
+    # By identity: ``in`` on the list would compare dataclass fields, O(candidates × assessed).
+    assessed_ids = {id(c) for c in assessed}
     for candidate in candidates:
         if cancel is not None:
             cancel.raise_if_cancelled()
-        if candidate not in assessed:
+        if id(candidate) not in assessed_ids:
             continue
         was_kept = candidate.kept
         _judge_candidate(candidate, settings, base, structure_index, hull, matcher, distinct)
