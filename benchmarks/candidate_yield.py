@@ -4,13 +4,15 @@ perovskites, for the generation levers that exist, next to the ion-substitution 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/candidate_yield.py [--n 200] [--bases 3] [--base-index I]
-        [--levers default,sigma_1.0,...] [--no-relax] [--baseline] [--hull-energy mean|chgnet|predicted]
+        [--levers default,sigma_1.0,...|none] [--no-relax] [--baseline [--baseline-count K]]
+        [--hull-energy mean|chgnet|predicted]
 
 Levers (``--levers``, comma-separated; each spends N samples in all):
 
-- ``default``: σ 0.5 around the base, the base's own formation-energy decile;
-- ``sigma_1.0``, ``sigma_1.5``, ``sigma_2.0``: a wider latent neighbourhood;
-- ``decile_0``: conditioned on the lowest formation-energy decile; ``sigma_1.5_decile_0`` both;
+- ``default``: the product's default settings (``GenerationSettings()``);
+- ``sigma_0.5`` (the default before σ 1.5), ``sigma_1.0``, ``sigma_1.5``, ``sigma_2.0``: a wider latent neighbourhood;
+- ``decile_0``: conditioned on the lowest formation-energy decile; ``sigma_1.5_decile_0``,
+  ``sigma_2.0_decile_0`` both;
 - ``sigma_pooled``: N/3 samples at each of σ 0.5, 1.0, 1.5, pooled;
 - ``decile_pooled``: N/3 samples at each of the base decile, decile 0 and decile 2, pooled;
 - ``substitution``: N/4 samples around the base and around each of its 3 most probable
@@ -36,11 +38,13 @@ import time
 #: ``{lever: [(share of the samples, GenerationSettings options, base: 0 = the base, k = k-th substitution)]}``.
 LEVERS = {
     "default": [(1.0, {}, 0)],
+    "sigma_0.5": [(1.0, {"sigma": 0.5}, 0)],
     "sigma_1.0": [(1.0, {"sigma": 1.0}, 0)],
     "sigma_1.5": [(1.0, {"sigma": 1.5}, 0)],
     "sigma_2.0": [(1.0, {"sigma": 2.0}, 0)],
     "decile_0": [(1.0, {"decile": 0}, 0)],
     "sigma_1.5_decile_0": [(1.0, {"sigma": 1.5, "decile": 0}, 0)],
+    "sigma_2.0_decile_0": [(1.0, {"sigma": 2.0, "decile": 0}, 0)],
     "sigma_pooled": [(1 / 3, {"sigma": 0.5}, 0), (1 / 3, {"sigma": 1.0}, 0), (1 / 3, {"sigma": 1.5}, 0)],
     "decile_pooled": [(1 / 3, {}, 0), (1 / 3, {"decile": 0}, 0), (1 / 3, {"decile": 2}, 0)],
     "substitution": [(0.25, {}, 0), (0.25, {}, 1), (0.25, {}, 2), (0.25, {}, 3)],
@@ -113,12 +117,15 @@ def main() -> None:
     parser.add_argument("--levers", default="default,sigma_1.0,decile_0,sigma_pooled,substitution")
     parser.add_argument("--no-relax", dest="relax", action="store_false")
     parser.add_argument("--baseline", action="store_true", help="also the ion-substitution baseline per base")
+    parser.add_argument("--baseline-count", type=int, default=None,
+                        help="substitutions in the baseline (default: as many as the first lever relaxed, ≥ 10)")
     parser.add_argument("--hull-energy", default=None, help="formation energy of relaxed candidates on the hull "
                         "(mean, chgnet, predicted; default the product's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     configure_threads()
-    unknown = [name for name in args.levers.split(",") if name not in LEVERS]
+    levers = [name for name in args.levers.split(",") if name and name != "none"]
+    unknown = [name for name in levers if name not in LEVERS]
     if unknown:
         parser.error(f"unknown levers {unknown}; choose from {', '.join(LEVERS)}")
     bases = held_out_perovskite_bases(args.bases)
@@ -129,7 +136,7 @@ def main() -> None:
         for label, base in bases:
             substitutes = substitution_baseline(base, 3)
             offered = []
-            for name in args.levers.split(","):
+            for name in levers:
                 line = run_lever(generator, base, substitutes, LEVERS[name], args.n, args.relax,
                                  hull_energy=args.hull_energy)
                 offered.append(line["relaxed_kept_with_e_hull"])
@@ -137,7 +144,7 @@ def main() -> None:
                                   "hull_energy": args.hull_energy or DEFAULT_HULL_ENERGY, **line}), flush=True)
             if args.baseline:
                 # As many substitutions as the first lever offered relaxed candidates (at least 10).
-                began, count = time.perf_counter(), max(offered[:1] + [10])
+                began, count = time.perf_counter(), args.baseline_count or max(offered[:1] + [10])
                 settings = GenerationSettings(mode="around", count=args.n, relax=True,
                                               **({"hull_energy": args.hull_energy} if args.hull_energy else {}))
                 summary = evaluate_baseline(generator, base, count, settings)
