@@ -343,8 +343,12 @@ def test_residual_training_writes_entries_and_derives_the_energy(tmp_path, monke
     assert "held out of the fit" in enthalpy["training"]["early_stopping"]
     assert (out / "ding_volume_per_atom.md").read_text().startswith("# Model card: ding_volume_per_atom")
     predictor = CompositionPredictor(folder=out)
-    records = predictor.predict(["NaCl", "Fe2O3"])
+    records = predictor.predict(["NaCl", "Fe2O3", "Cu"])
     assert all(isinstance(r["energy_per_atom"], float) for r in records)
+    # A pure element: formation enthalpy 0 by definition, energy per atom its fitted reference energy.
+    assert records[2]["formation_enthalpy"] == 0.0
+    assert records[2]["energy_per_atom"] == pytest.approx(
+        float(predictor.models["energy_per_atom"].element_values[ELEMENT_INDEX["Cu"]]))
     # The energy model is the enthalpy network with another elemental part: their difference is linear.
     counts = torch.from_numpy(data.counts)
     with torch.no_grad():

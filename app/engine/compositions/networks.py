@@ -215,6 +215,9 @@ class CompositionResidualDNN(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         self.register_buffer("elemental_coefficients", torch.zeros(n_elements))
+        # The property of each pure element where it is known by definition (NaN: no rule): a formation
+        # enthalpy is 0 for an element; the data hold almost no pure elements, so the network cannot learn it.
+        self.register_buffer("element_values", torch.full((n_elements,), float("nan")))
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
 
@@ -253,5 +256,12 @@ class CompositionResidualDNN(nn.Module):
         return self.fractions(counts) @ self.elemental_coefficients
 
     def predict_counts(self, counts: torch.Tensor) -> torch.Tensor:
-        """The property in its units, shape ``(n,)``, from count rows ``(n, n_elements)``."""
-        return self.forward(counts) * self.target_std + self.target_mean + self.linear_part(counts)
+        """The property in its units, shape ``(n,)``, from count rows ``(n, n_elements)``.
+
+        A pure element whose value is known by definition (``element_values``) gets that value.
+        """
+        value = self.forward(counts) * self.target_std + self.target_mean + self.linear_part(counts)
+        present = counts > 0
+        known = self.element_values[present.to(torch.int64).argmax(dim=1)]
+        rule = (present.sum(dim=1) == 1) & torch.isfinite(known)
+        return torch.where(rule, known, value)

@@ -44,8 +44,8 @@ MAX_SAMPLES = 100_000
 #: Default softmax temperature of the count draws (0: the most likely count of every element, the
 #: paper's decoding). Measured with the shipped models (500 samples at -2.0 and -0.5 eV/atom,
 #: models/ding_cvae.md): the paper's decoding gives 77 % unique compositions and a median shift of
-#: 0.39 eV/atom between the targets; drawing at temperature 2 within a nucleus of 0.8 from z ~
-#: N(0, 0.7²I) gives 94-96 % unique, 93-98 % new and a 1.5 eV/atom shift.
+#: 0.38 eV/atom between the targets; drawing at temperature 2 within a nucleus of 0.8 from z ~
+#: N(0, 0.7²I) gives 94-96 % unique, 93-98 % new and a 1.55 eV/atom shift.
 DEFAULT_TEMPERATURE = 2.0
 #: Default spread s of the latent draws z ~ N(0, s²I): below 1, as the decoder was trained with a
 #: KL weight below 1, so its posteriors lie inside the prior and the prior's tails decode poorly.

@@ -63,6 +63,7 @@ paper's Table 1 DNN on the one-hot count vector (Pathak et al. 2020), which stay
 Prediction = elemental part Σᵢ xᵢ cᵢ (xᵢ element fractions; cᵢ {arch['elemental_part']}) + a residual network:
 dense {arch['activation']} layers {arch['hidden']} on {arch['features']}; element properties (from pymatgen,
 stored in the weights): {', '.join(arch['element_properties'])}.{derived_text}
+A pure element (the data hold 8 of the {len(arch['vocabulary'])}) gets {arch.get('pure_elements', "the network's prediction")}.
 Weights: `{entry['file']}` (sha256 `{entry['sha256']}`).
 
 ## Data
@@ -176,7 +177,7 @@ temperature T, limited to the most likely counts that together hold probability 
 decoder gives a few per cent never enters by chance. Defaults: {_sampling_text()}. The paper reads the most likely
 count of every element from z ~ N(0, I) (`--temperature 0 --latent-scale 1`): with the shipped predictors that
 repeats compositions (77 % of 500 samples unique) and barely follows the target (median predicted formation
-enthalpy 0.39 eV/atom lower at -2.0 than at -0.5 eV/atom; `crystal-designer evaluate ding --temperature 0
+enthalpy 0.38 eV/atom lower at -2.0 than at -0.5 eV/atom; `crystal-designer evaluate ding --temperature 0
 --latent-scale 1 --top-p 1`). A spread below 1 suits a decoder trained with a
 KL weight below 1: its posteriors lie well inside the prior, whose tails decode poorly.
 

@@ -474,6 +474,8 @@ def build_residual_model(data: CompositionData, column: int, fit_rows: np.ndarra
     model.element_properties.copy_(torch.from_numpy(element_property_table()))
     model.elemental_coefficients.copy_(torch.from_numpy(
         fit_elemental_coefficients(data.counts[fit_rows], data.targets[fit_rows, column])))
+    if PROPERTIES[column] == "formation_enthalpy":
+        model.element_values.zero_()  # an element's formation enthalpy is 0 by definition
     counts = torch.from_numpy(data.counts[fit_rows])
     with torch.no_grad():
         raw = torch.cat([model.raw_features(counts[i:i + 4096]) for i in range(0, len(counts), 4096)])
@@ -541,6 +543,8 @@ def energy_from_formation_enthalpy(data: CompositionData, enthalpy_model, output
     model = copy.deepcopy(enthalpy_model)
     with torch.no_grad():
         model.elemental_coefficients.add_(torch.from_numpy(references))
+        # A pure element: formation enthalpy 0, so its energy per atom is its fitted reference energy.
+        model.element_values.copy_(torch.from_numpy(references))
     from app.engine.core.registry import load_manifest
 
     source = load_manifest(output_dir or models_dir())[PREDICTOR_NAMES["formation_enthalpy"]]
@@ -576,7 +580,8 @@ def _write_residual(prop, model, state, epochs, data, output_dir: Path, n_fit: i
                               "features": "element fractions; fraction-weighted mean, max, min, range, mean absolute "
                                           "deviation and standard deviation of each element property; number of "
                                           "elements; sum of squared fractions (standardised on the fit rows)",
-                              "elemental_part": linear},
+                              "elemental_part": linear,
+                              "pure_elements": _pure_element_rule(prop)},
              "units": {prop: UNITS[prop]}, **common,
              "training": {"loss": "L1 (MAE) on the standardised residual after the elemental part",
                           "early_stopping": f"Best epoch by MAE on {n_stop} training-split rows held out of the "
@@ -607,6 +612,13 @@ def _paper_reference(name: str, prop: str, output_dir: Path) -> dict | None:
         return {"validation_mae": previous["metrics"]["validation_mae"][prop], "sha256": previous["sha256"],
                 "layers": previous["architecture"]["layers"], "split": previous["split"]["method"]}
     return previous.get("reference_paper_architecture")
+
+
+def _pure_element_rule(prop: str) -> str:
+    """What the model returns for a one-element composition (the data hold almost none)."""
+    return {"formation_enthalpy": "0 by definition",
+            "energy_per_atom": "the element's fitted reference energy (formation enthalpy 0)"}.get(
+        prop, "the network's prediction (no rule)")
 
 
 def model_hidden(model) -> list[int]:
