@@ -520,7 +520,7 @@ def train_residual_predictor(prop: str, data: CompositionData, epochs: int = RES
     name = PREDICTOR_NAMES[prop]
     config = {"prop": prop, "kind": "ding_residual", "hidden": list(RESIDUAL_HIDDEN), "dropout": RESIDUAL_DROPOUT,
               "batch": RESIDUAL_BATCH_SIZE, "learning_rate": RESIDUAL_LEARNING_RATE, "vocabulary": len(VOCABULARY),
-              "early_stopping_rows": int(len(stop_rows))}
+              "early_stopping_rows": int(len(stop_rows)), "pure_element_rule": True}
     state = fit_epochs(f"{name}_residual", config, epochs, model, optimizer, scheduler, fit_rows, RESIDUAL_BATCH_SIZE,
                        step, evaluate, fresh=fresh, cancel=cancel, progress=progress)
     return _write_residual(prop, model, state, epochs, data, output_dir or models_dir(), len(fit_rows), len(stop_rows))
