@@ -390,6 +390,11 @@ def ship_checkpoint(output_dir: Path | None = None, continued: bool = False) -> 
     train_rows, val_rows = split_rows(dataset)
     metrics = evaluate_model(model, dataset, val_rows)
     metrics["trained_on_point_cloud_version"] = POINT_CACHE_VERSION
-    stages = [_stage(epochs, learning_rate, state)]
-    return _write_model(model, metrics, state, epochs, len(train_rows), len(val_rows), output_dir or models_dir(),
-                        stages)
+    output_dir = output_dir or models_dir()
+    previous = []
+    if continued:  # the stages of the shipped model this run continued from
+        from app.engine.core.registry import load_manifest
+
+        previous = load_manifest(output_dir)[NAME]["training"].get("stages") or []
+    stages = previous + [_stage(epochs, learning_rate, state)]
+    return _write_model(model, metrics, state, epochs, len(train_rows), len(val_rows), output_dir, stages)
