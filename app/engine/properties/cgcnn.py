@@ -157,16 +157,24 @@ class CGCNN(nn.Module):
         mask = None if not self.training and bool(mask.all()) else mask.to(atoms.dtype)
         for convolution in self.convolutions:
             atoms = convolution(atoms, batch["neighbor_index"], edges, mask)
-        crystal_index = batch["crystal_index"]
-        n_crystals = int(batch["n_crystals"])
-        summed = atoms.new_zeros(n_crystals, atoms.shape[1]).index_add_(0, crystal_index, atoms)
-        counts = torch.bincount(crystal_index, minlength=n_crystals).clamp(min=1).to(atoms.dtype)
-        pooled = summed / counts[:, None]
-        return self.output(self.head(pooled))
+        # Pooling and the head run in float32 whatever the autocast: the output of a bfloat16 layer
+        # has 8 significant bits, which snapped every prediction to steps of target_std/128
+        # (0.009 eV/atom; different crystals got identical values). They cost little (one row
+        # per crystal); the convolutions (one row per atom and neighbour) stay in bfloat16.
+        with torch.autocast("cpu", enabled=False):
+            atoms = atoms.float()
+            crystal_index = batch["crystal_index"]
+            n_crystals = int(batch["n_crystals"])
+            summed = atoms.new_zeros(n_crystals, atoms.shape[1]).index_add_(0, crystal_index, atoms)
+            counts = torch.bincount(crystal_index, minlength=n_crystals).clamp(min=1).to(atoms.dtype)
+            pooled = summed / counts[:, None]
+            return self.output(self.head(pooled))
 
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Predictions in physical (training) units, shape ``(n_crystals, n_targets)``."""
-        return self(batch) * self.target_std + self.target_mean
+        """Predictions in physical (training) units (float32), shape ``(n_crystals, n_targets)``."""
+        standardised = self(batch)
+        with torch.autocast("cpu", enabled=False):
+            return standardised.float() * self.target_std.float() + self.target_mean.float()
 
 
 def batch_to_tensors(batch: GraphBatch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
