@@ -5,7 +5,9 @@ Usage::
     .venv/bin/python benchmarks/fast_cif_check.py [PATH ...]
 
 Reads every crystal file under the given paths (default: the 1,000 held-out MP CIFs of
-``predict_throughput.py`` and the real-world test files under ``tests/data``) twice through
+``predict_throughput.py``, the real-world test files under ``tests/data``, and the first
+``--symmetrised N`` (400) of the MP structures written by pymatgen's CifWriter with their symmetry
+operations, i.e. an asymmetric unit plus up to 192 operations, in many space groups) twice through
 ``read_crystal_file``: with the fast CIF path and with pymatgen only. Entries must agree in
 source, error, warnings, lattice, species, labels and site order, with fractional coordinates
 within 1e-4 (they are exactly equal for P1 files); prints the number of files, how many the fast
@@ -59,9 +61,27 @@ def differences(fast, slow) -> list[str]:
     return problems
 
 
+def symmetrised_cifs(files: list[Path]) -> Path:
+    """A fresh folder under /tmp with ``files`` rewritten as symmetrised CIFs."""
+    import tempfile
+    import warnings
+
+    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifWriter
+
+    folder = Path(tempfile.mkdtemp(prefix="fast-cif-check-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in files:
+            text = str(CifWriter(Structure.from_file(path), symprec=0.01))
+            (folder / f"{path.stem}_symmetrised.cif").write_text(text)
+    return folder
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("paths", nargs="*")
+    parser.add_argument("--symmetrised", type=int, default=400, metavar="N")
     args = parser.parse_args()
     if args.paths:
         paths = args.paths
@@ -69,7 +89,9 @@ def main() -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from predict_throughput import cached_validation_cifs
 
-        paths = [cached_validation_cifs(1000), Path(__file__).resolve().parents[1] / "tests" / "data"]
+        mp = cached_validation_cifs(1000)
+        paths = [mp, Path(__file__).resolve().parents[1] / "tests" / "data",
+                 symmetrised_cifs(sorted(mp.glob("*.cif"))[: args.symmetrised])]
     files, _ = expand_paths(paths)
     read_by_fast = [0]
     original = fast_cif.read_plain_cif_block
