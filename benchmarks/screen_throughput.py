@@ -16,7 +16,9 @@ thread each: one per core it owns) and prints, for each K:
   driver's aggregation);
 - ``rate_with_start_up``: the same samples over start + warm-up + campaign;
 - ``cpu_seconds_per_sample``: the chunks' own CPU time (less sensitive to other load than wall
-  time); ``worker_rss_mb``; ``output_bytes_per_sample``;
+  time), and ``cores_used`` (their CPU time over the wall time: K when the K workers had their
+  cores, so a speed-up below K with ``cores_used`` below K means the machine was shared, not
+  that the campaign scales badly); ``worker_rss_mb``; ``output_bytes_per_sample``;
 
 then the speed-ups (steady state and with start-up) and what a 10^6-sample campaign needs at the
 measured rate (worker-hours, output size, memory per worker).
@@ -74,6 +76,8 @@ def run_once(workers: int, base: str, n_per_base: int, chunk: int) -> dict:
             "warm_up_seconds_per_worker": [round(v, 2) for v in warm.values()],
             "rate_with_start_up": round(result.samples / (seconds + start + warm_up), 2),
             "cpu_seconds_per_sample": round(cpu / max(1, result.samples), 4),
+            # Cores the workers actually got: K on a quiet machine; less when other work shares it.
+            "cores_used": round(cpu / seconds, 2),
             "tasks": len(chunks), "worker_threads": [{k: s[k] for k in ("torch_threads", "OMP_NUM_THREADS")}
                                                       for s in states],
             "worker_rss_mb": [s["rss_mb"] for s in states],
