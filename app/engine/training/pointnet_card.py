@@ -79,7 +79,7 @@ Weights: `{entry['file']}` (sha256 `{entry['sha256']}`).
 
 Split: {entry['split']['method']}; {entry['split']['train_count']} training and
 {entry['split']['validation_count']} validation crystals (union of the three sets). Epochs:
-{entry['epochs_completed']} of {entry['epochs']} (best validation epoch {entry['best_epoch']}),
+{entry['epochs_completed']} of {entry['epochs']} (best validation epoch {entry['best_epoch']}{' of the last stage' if len(stages) > 1 else ''}),
 batch {training['batch_size']}, AdamW + one-cycle learning rate (peak {training['learning_rate']}),
 {training['loss']}; augmentation: {training['augmentation']}. Training time
 {training['seconds'] / 60:.0f} min on 2 shared CPU cores.{stopped}{(' Stages: ' + stage_text + '.') if stage_text else ''}{recomputed}
