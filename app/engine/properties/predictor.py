@@ -71,8 +71,10 @@ class PropertyPredictor:
         ``{symbol: eV/atom}``; default read from the models folder.
     precision : str
         ``float32``, ``bfloat16`` (CPU autocast), or ``auto``: bfloat16 on CPUs with native
-        bfloat16 instructions, float32 elsewhere. bfloat16 is 2x faster on such CPUs and changes
-        the validation MAEs by less than 1 % (``benchmarks/precision_check.py``).
+        bfloat16 instructions, float32 elsewhere. bfloat16 (the graph convolutions; pooling, heads
+        and de-standardisation stay float32, so outputs are not rounded to 8 significant bits) is
+        about 2x faster on such CPUs and changes the validation MAEs by less than 1 %
+        (``benchmarks/precision_check.py``).
     """
 
     #: Which predictor this is (records say it); the PointNet predictor says "pointnet".
