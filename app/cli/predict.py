@@ -66,8 +66,9 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-#: This process's reference hull and the reason when there is none, loaded at the first use.
-_HULL: list = []
+#: This process's reference hull and the reason when there is none, keyed by the hull file's
+#: path and modification time so that another models folder or a rebuilt hull is loaded afresh.
+_HULL: dict = {}
 
 
 def with_hull_fields(records: list[dict]) -> list[dict]:
@@ -76,12 +77,17 @@ def with_hull_fields(records: list[dict]) -> list[dict]:
     process loads the reference hull once and keeps it, so batch after batch shares one hull and
     its per-system facet cache."""
     from app.engine.core.errors import ModelError
-    from app.engine.stability.hull import ReferenceHull, add_hull_fields
+    from app.engine.core.paths import models_dir
+    from app.engine.stability.hull import HULL_FILE, ReferenceHull, add_hull_fields
 
-    if not _HULL:
+    path = models_dir() / HULL_FILE
+    key = (str(path), path.stat().st_mtime_ns if path.exists() else None)
+    if key not in _HULL:
         try:
-            _HULL[:] = [ReferenceHull.load(), None]
+            loaded = (ReferenceHull.load(), None)
         except ModelError as error:
-            _HULL[:] = [None, str(error)]
-    add_hull_fields(records, *_HULL)
+            loaded = (None, str(error))
+        _HULL.clear()
+        _HULL[key] = loaded
+    add_hull_fields(records, *_HULL[key])
     return records
