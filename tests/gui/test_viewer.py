@@ -51,12 +51,7 @@ def test_rutile_shows_its_periodic_map_in_the_tetragonal_cell(window, run, examp
     frac = np.asarray(surface.points) @ np.linalg.inv(view.lattice_matrix)
     assert frac.min() > -1e-6 and frac.max() < 1 + 1e-6
     assert viewer.displayed_atoms is not None and view.structure.composition.reduced_formula == "TiO2"
-    with_map = viewer.plotter.screenshot(return_img=True).astype(int)
-    viewer.show_density.setChecked(False)
-    without_map = viewer.plotter.screenshot(return_img=True).astype(int)
-    assert "isosurface" not in _actors(window)
-    changed = np.any(np.abs(with_map - without_map) > 10, axis=2).mean()
-    assert changed > 0.02, f"only {changed:.1%} of the pixels changed when the isosurface was hidden"
+    _assert_hiding_the_isosurface_changes_pixels(window)
     viewer.show_density.setChecked(True)
     viewer.show_slices.setChecked(True)
     assert "slices" in _actors(window)
@@ -122,6 +117,17 @@ def test_candidate_shows_its_decoded_density_with_the_atoms(window, run, example
     assert "CsCl_gen00007" in viewer.title.text()
 
 
+def _assert_hiding_the_isosurface_changes_pixels(window):
+    """Untick Density and check that the isosurface is gone and > 2 % of the pixels changed."""
+    viewer = window.viewer
+    with_map = viewer.plotter.screenshot(return_img=True).astype(int)
+    viewer.show_density.setChecked(False)
+    without_map = viewer.plotter.screenshot(return_img=True).astype(int)
+    assert "isosurface" not in _actors(window)
+    changed = np.any(np.abs(with_map - without_map) > 10, axis=2).mean()
+    assert changed > 0.02, f"only {changed:.1%} of the pixels changed when the isosurface was hidden"
+
+
 def _display_position(viewer, point):
     """VTK display coordinates (pixels, origin bottom left) of a world point."""
     renderer = viewer.plotter.renderer
@@ -138,12 +144,7 @@ def test_legend_lists_the_elements_and_isosurface_changes_pixels(window, run, ex
     assert viewer.legend_symbols == ["O", "Ti", "Sr"]  # by atomic number
     assert all(symbol in viewer.legend.text() for symbol in ("O", "Ti", "Sr"))
     assert "isosurface" in _actors(window) and viewer.plotter.scalar_bars  # visible by default, with a colour bar
-    with_map = viewer.plotter.screenshot(return_img=True).astype(int)
-    viewer.show_density.setChecked(False)
-    without_map = viewer.plotter.screenshot(return_img=True).astype(int)
-    assert "isosurface" not in _actors(window)
-    changed = np.any(np.abs(with_map - without_map) > 10, axis=2).mean()
-    assert changed > 0.02, f"only {changed:.1%} of the pixels changed when the isosurface was hidden"
+    _assert_hiding_the_isosurface_changes_pixels(window)
 
 
 def test_clicking_two_neighbouring_atoms_of_rock_salt_reports_their_distance(window, run, example):

@@ -30,6 +30,19 @@ PROPERTIES = ("formation_enthalpy", "energy_per_atom", "volume_per_atom")
 UNITS = {"formation_enthalpy": "eV/atom", "energy_per_atom": "eV/atom", "volume_per_atom": "Å³/atom"}
 
 
+def _regressor(n_features: int, layers, activation) -> nn.Sequential:
+    """Dense layers of ``(width, dropout)`` with ``activation`` after each, then one linear output."""
+    modules: list[nn.Module] = []
+    width_in = n_features
+    for width, dropout in layers:
+        modules += [nn.Linear(width_in, width), activation()]
+        if dropout > 0:
+            modules.append(nn.Dropout(dropout))
+        width_in = width
+    modules.append(nn.Linear(width_in, 1))
+    return nn.Sequential(*modules)
+
+
 class PropertyDNN(nn.Module):
     """One property from the composition's feature vector.
 
@@ -43,15 +56,7 @@ class PropertyDNN(nn.Module):
 
     def __init__(self, n_features: int = FEATURE_LENGTH, layers=PREDICTOR_LAYERS):
         super().__init__()
-        modules: list[nn.Module] = []
-        width_in = n_features
-        for width, dropout in layers:
-            modules += [nn.Linear(width_in, width), nn.ReLU()]
-            if dropout > 0:
-                modules.append(nn.Dropout(dropout))
-            width_in = width
-        modules.append(nn.Linear(width_in, 1))
-        self.net = nn.Sequential(*modules)
+        self.net = _regressor(n_features, layers, nn.ReLU)
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
 
@@ -202,15 +207,7 @@ class CompositionResidualDNN(nn.Module):
         super().__init__()
         self.n_elements = n_elements
         n_features = n_elements + 6 * n_element_properties + 2
-        modules: list[nn.Module] = []
-        width_in = n_features
-        for width in hidden:
-            modules += [nn.Linear(width_in, width), nn.SiLU()]
-            if dropout > 0:
-                modules.append(nn.Dropout(dropout))
-            width_in = width
-        modules.append(nn.Linear(width_in, 1))
-        self.net = nn.Sequential(*modules)
+        self.net = _regressor(n_features, [(width, dropout) for width in hidden], nn.SiLU)
         self.register_buffer("element_properties", torch.zeros(n_elements, n_element_properties))
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
