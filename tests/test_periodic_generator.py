@@ -9,8 +9,9 @@ from pymatgen.core import Lattice, Structure
 from app.engine.core.errors import StructureReadError
 from app.engine.generation.periodic_density import (GRID, MAX_SITES, encode, lattice_to_params, params_to_lattice,
                                                     standard_cell, structure_from_maps, structure_matches)
-from app.engine.generation.periodic_model import (PeriodicVAE, PeriodicVAEConfig, decode_latent, encode_maps,
-                                                  one_hot_condition, sample_prior, structures_from_decoded)
+from app.engine.generation.periodic_model import (PLAUSIBLE_PERIODIC_LENGTH, PeriodicVAE, PeriodicVAEConfig,
+                                                  decode_latent, decode_structures, encode_maps, one_hot_condition,
+                                                  sample_prior)
 
 
 def rutile():
@@ -115,8 +116,11 @@ def test_tiny_model_encode_decode_sample(tiny_model):
     density, species, lattice = decode_latent(tiny_model, z, [0, 1, 2])
     assert density.shape == (3, GRID, GRID, GRID) and lattice.shape == (3, 6)
     assert set(np.unique(species)) <= {8, 22, 30}
-    structures = structures_from_decoded(density, species, lattice)
-    assert len(structures) == 3
+    decoded = decode_structures(tiny_model, z, [0, 1, 2])
+    assert len(decoded) == 3
+    for structure, decoded_density, error in decoded:
+        assert decoded_density.shape == (GRID, GRID, GRID) and decoded_density.dtype == np.float32
+        assert (structure is None) == (error is not None)
 
 
 @pytest.fixture
@@ -191,31 +195,65 @@ def test_learned_density_filter_starts_as_the_fixed_one_and_continues_fixed_weig
 
 
 def test_fast_periodic_decoding_equals_full_species_maps(generator, tiny_model):
-    """The generator reads species only at the found sites; that must give the crystals that the
-    full species maps (``decode_latent``) and ``structure_from_maps`` give."""
-    from app.engine.generation.periodic_model import decode_latent
-
+    """``decode_structures`` reads species only at the found sites; that must give the crystals
+    that the full species maps (``decode_latent``) and ``structure_from_maps`` give, and the
+    generator must decode through it. In smaller batches (float rounding of the convolutions
+    differs) the same crystals come out."""
     with torch.no_grad():
         # Random weights give a nearly flat map: stretch it so that some maxima pass the threshold.
         tiny_model.density_head.weight *= 20.0
         tiny_model.density_head.bias.fill_(-2.3)
     z = 3.0 * np.random.default_rng(1).standard_normal((6, tiny_model.config.latent_dim)).astype(np.float32)
-    fast = generator._decode_periodic(z, 2)
+    fast = decode_structures(tiny_model, z, 2)
     density, species, lattice = decode_latent(tiny_model, z, np.full(len(z), 2))
+    low, high = PLAUSIBLE_PERIODIC_LENGTH
     found = 0
     for (structure, decoded_density, error), d, s, params in zip(fast, density, species, lattice):
         np.testing.assert_allclose(decoded_density, d, atol=1e-6)
         lengths = np.exp(params[:3])
-        if error is not None and "plausible range" in error:
-            assert not np.all((lengths >= 1.0) & (lengths <= 40.0))
+        if not np.all((lengths >= low) & (lengths <= high)):
+            assert structure is None and "plausible range" in error
             continue
         reference = structure_from_maps(d, s, params)
-        assert (structure is None) == (reference is None)
+        assert (structure is None) == (reference is None) == (error is not None)
         if structure is not None:
             found += 1
             assert [site.specie.Z for site in structure] == [site.specie.Z for site in reference]
             np.testing.assert_allclose(structure.frac_coords, reference.frac_coords, atol=1e-9)
+            np.testing.assert_allclose(structure.lattice.matrix, reference.lattice.matrix, atol=1e-9)
     assert found > 0
+    for (structure, decoded_density, error), (expected, expected_density, expected_error) in zip(
+            generator._decode_periodic(z, 2), fast):
+        np.testing.assert_array_equal(decoded_density, expected_density)
+        assert error == expected_error and (structure is None) == (expected is None)
+        if structure is not None:
+            assert structure == expected
+    for (structure, _, error), (expected, _, expected_error) in zip(decode_structures(tiny_model, z, 2, batch_size=4),
+                                                                    fast):  # two batches, the second one short
+        assert error == expected_error and (structure is None) == (expected is None)
+        if structure is not None:
+            assert [site.specie.Z for site in structure] == [site.specie.Z for site in expected]
+            np.testing.assert_allclose(structure.frac_coords, expected.frac_coords, atol=1e-5)
+
+
+@pytest.mark.parametrize("edge", [0.5, 100.0])
+def test_implausible_decoded_cell_gives_no_crystal_and_says_why(generator, tiny_model, edge):
+    """A lattice head that decodes an edge outside PLAUSIBLE_PERIODIC_LENGTH gives no crystal (no
+    peak finding on it) and an error naming the edges and the range, in the product too."""
+    with torch.no_grad():
+        tiny_model.density_head.weight *= 20.0  # atoms would be found in a plausible cell
+        tiny_model.density_head.bias.fill_(-2.3)
+        last = tiny_model.lattice_head[-1]
+        last.weight.zero_()
+        # Standardised output so that a = edge Å, b = c = 5 Å and right angles.
+        target = torch.tensor([np.log(edge), np.log(5.0), np.log(5.0), 0.0, 0.0, 0.0], dtype=torch.float32)
+        last.bias.copy_((target - tiny_model.lattice_mean) / tiny_model.lattice_std)
+    z = np.random.default_rng(2).standard_normal((3, tiny_model.config.latent_dim)).astype(np.float32)
+    for decoded in (decode_structures(tiny_model, z, 4), generator._decode_periodic(z, 4)):
+        assert len(decoded) == 3
+        for structure, density, error in decoded:
+            assert structure is None and density.shape == (GRID, GRID, GRID)
+            assert f"{edge:.3g}" in error and "outside the plausible range 1–40 Å" in error
 
 
 def test_uniqueness_matching_on_reduced_cells_equals_structure_matcher():

@@ -70,8 +70,17 @@ CUBIC, PERIODIC = "cubic", "periodic"
 #: matched against 68 %); other cubic bases stay with the cubic model (validation MP cubic
 #: cells: 49 % against 29 %). See the ``periodic_vae`` and ``density_vae`` cards.
 PERIODIC_CUBIC_CLASSES = frozenset({(1, 1, 3)})
-#: Decoded periodic cells with an edge outside this range (Å) are rejected before peak finding.
-PLAUSIBLE_PERIODIC_LENGTH = (1.0, 40.0)
+
+
+def __getattr__(name: str):
+    # PLAUSIBLE_PERIODIC_LENGTH lives beside the periodic decoder; imported on demand, since
+    # importing this module does not load torch.
+    if name == "PLAUSIBLE_PERIODIC_LENGTH":
+        from app.engine.generation.periodic_model import PLAUSIBLE_PERIODIC_LENGTH
+
+        return PLAUSIBLE_PERIODIC_LENGTH
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 @dataclass
 class Candidate:
@@ -403,57 +412,11 @@ class CrystalGenerator:
         return out
 
     def _decode_periodic(self, z: np.ndarray, decile: int) -> list[tuple[object | None, np.ndarray, str | None]]:
-        """Decode periodic-model latents (shape ``(n, latent)``) to ``(structure or None, density, error)``.
+        """Decode periodic-model latents (shape ``(n, latent)``) to ``(structure or None, density, error)``
+        with :func:`periodic_model.decode_structures`, the decoder the evaluation uses too."""
+        from app.engine.generation.periodic_model import decode_structures
 
-        The species head runs only on the voxels where sites were found (one call for the whole
-        batch), not on all G³ voxels of every map: the sites read the label of their own peak
-        voxel and nothing else, and the full species maps were most of the decoding time and
-        memory (``(n, species, G, G, G)`` logits).
-        """
-        from app.engine.generation.periodic_density import params_to_lattice, peak_sites, structure_from_sites
-        from app.engine.generation.periodic_model import one_hot_condition as periodic_condition
-
-        torch = self._torch
-        network = self.periodic
-        with torch.inference_mode():
-            zt = torch.from_numpy(np.asarray(z, dtype=np.float32)).to(self.device)
-            condition = periodic_condition(torch.full((len(z),), decile), network.config.n_conditions).to(self.device)
-            features = network.features(zt, condition)
-            density = network.density(features).float().cpu().numpy()
-            lattice = network.lattice(zt, condition).float().cpu().numpy()
-        low, high = PLAUSIBLE_PERIODIC_LENGTH
-        out: list = [None] * len(z)
-        found = []  # (sample, lattice, fractional coordinates, flat peak voxels)
-        grid = density.shape[-1]
-        for n, (d, params) in enumerate(zip(density, lattice)):
-            lengths = np.exp(params[:3])
-            if not np.all((lengths >= low) & (lengths <= high)):
-                out[n] = (None, d, f"The decoded cell edges ({', '.join(f'{x:.3g}' for x in lengths)} Å) are "
-                                   f"outside the plausible range {low:g}–{high:g} Å.")
-                continue
-            try:
-                cell = params_to_lattice(params)
-                voxels, frac = peak_sites(d, cell)
-            except ValueError as error:  # a degenerate decoded cell
-                out[n] = (None, d, f"The decoded cell is not a crystal: {error}")
-                continue
-            if len(voxels) == 0:
-                out[n] = (None, d, f"No atom was found in the decoded map (cell {cell.abc}).")
-                continue
-            found.append((n, cell, frac, (voxels[:, 0] * grid + voxels[:, 1]) * grid + voxels[:, 2]))
-        if found:
-            with torch.inference_mode():
-                batch_index = torch.from_numpy(np.concatenate([np.full(len(f[3]), f[0]) for f in found]))
-                voxel_index = torch.from_numpy(np.concatenate([f[3] for f in found]))
-                logits = network.species_logits_at(features, batch_index.to(self.device), voxel_index.to(self.device))
-                classes = logits.argmax(1).cpu().numpy()
-            table = np.asarray(network.config.species, dtype=np.int64)
-            start = 0
-            for n, cell, frac, voxels in found:
-                numbers = table[classes[start:start + len(voxels)]]
-                start += len(voxels)
-                out[n] = (structure_from_sites(cell, frac, numbers), density[n], None)
-        return out
+        return decode_structures(self.periodic, z, decile)
 
     def reconstruct(self, structure):
         """Encode (z = μ, condition = the structure's predicted-Ef decile) and decode again, with

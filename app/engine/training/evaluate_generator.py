@@ -254,7 +254,11 @@ def evaluate_periodic(n_reconstruct: int = 300, n_samples: int = 1000, n_around:
     """Reconstruction per set, random-sample validity (its prior, where one ships), validity
     around one validation base of each non-cubic system and (``coverage_samples`` > 0) the
     perov_5 coverage of its perov_5 prior (:func:`evaluate_periodic_perov5_coverage`), for the
-    shipped ``periodic_vae``; ``{"available": False, "reason": …}`` when this installation has none."""
+    shipped ``periodic_vae``; ``{"available": False, "reason": …}`` when this installation has none.
+
+    Samples are decoded as generation decodes them (:func:`periodic_model.decode_structures`), so a
+    decoded cell with an edge outside :data:`periodic_model.PLAUSIBLE_PERIODIC_LENGTH` counts as
+    not decoded, as the product rejects it."""
     from app.engine.core.errors import ModelError
     from app.engine.core.registry import load_manifest
 
@@ -283,7 +287,7 @@ def evaluate_periodic(n_reconstruct: int = 300, n_samples: int = 1000, n_around:
         rng = np.random.default_rng(decile)
         z = (prior.sample(n, rng, condition=decile) if prior is not None
              else periodic.sample_prior(model, n, [decile] * n, rng))
-        structures += periodic.structures_from_decoded(*periodic.decode_latent(model, z, [decile] * n))
+        structures += [s for s, _, _ in periodic.decode_structures(model, z, decile)]
     report["random_samples"] = _validity_of(structures, time.perf_counter() - began)
     report["random_samples"]["sampler"] = "aggregate-posterior prior" if prior is not None else "N(0, I)"
     report["around_base"] = {}
@@ -297,7 +301,7 @@ def evaluate_periodic(n_reconstruct: int = 300, n_samples: int = 1000, n_around:
         mu, _ = periodic.encode_maps(model, density, np.asarray(dataset.species[[row]]), deciles[[row]])
         z = mu[0][None] + sigma * np.random.default_rng(1).standard_normal((n_around, mu.shape[1]))
         began = time.perf_counter()
-        decoded = periodic.structures_from_decoded(*periodic.decode_latent(model, z, [int(deciles[row])] * n_around))
+        decoded = [s for s, _, _ in periodic.decode_structures(model, z, int(deciles[row]))]
         base_formula = training._true_structure(dataset, row).composition.reduced_formula
         report["around_base"][system] = {"base": f"{base_formula} ({dataset.ids[row]})", "sigma": sigma,
                                          **_validity_of(decoded, time.perf_counter() - began)}
@@ -362,7 +366,7 @@ def periodic_perov5_prior(model, dataset, temperature: float = 0.5, n_components
         The mixture over the used deciles, and the decile (condition of the VAE) of each of its
         condition classes.
     """
-    from app.engine.generation.periodic_model import decode_latent, structures_from_decoded
+    from app.engine.generation.periodic_model import decode_structures
     from app.engine.training.fit_prior import cached_posteriors, fit_latent_prior, screen_components
     from app.engine.training.train_periodic_generator import split
 
@@ -373,7 +377,7 @@ def periodic_perov5_prior(model, dataset, temperature: float = 0.5, n_components
     prior = fit_latent_prior(posteriors.means[perov][keep], None, compact, len(used), n_components, 0, temperature)
     if screen_samples:
         def is_valid(z, condition):
-            decoded = structures_from_decoded(*decode_latent(model, z, [int(used[condition])] * len(z)))
+            decoded = [s for s, _, _ in decode_structures(model, z, int(used[condition]))]
             return np.array([s is not None and minimum_distance_ok(s, 0.5) for s in decoded])
 
         prior, _ = screen_components(prior, is_valid, screen_samples, 1)
@@ -383,7 +387,10 @@ def periodic_perov5_prior(model, dataset, temperature: float = 0.5, n_components
 def evaluate_periodic_perov5_coverage(n_samples: int = 1000, seed: int = 0, folder=None) -> dict:
     """COV-R / COV-P on perov_5 (CDVAE protocol, :func:`evaluate_coverage`) of ``n_samples``
     random crystals of ``periodic_vae`` drawn from its perov_5 prior (:func:`periodic_perov5_prior`;
-    deciles in their training shares), with their structural and compositional validity."""
+    deciles in their training shares), with their structural and compositional validity.
+
+    Decoded by :func:`periodic_model.decode_structures`, as in generation: cells with an edge
+    outside :data:`periodic_model.PLAUSIBLE_PERIODIC_LENGTH` count as not decoded."""
     import app.engine.generation.periodic_model as periodic
     from app.engine.core.registry import load_model
     from app.engine.training.train_periodic_generator import load_periodic_dataset
@@ -399,7 +406,7 @@ def evaluate_periodic_perov5_coverage(n_samples: int = 1000, seed: int = 0, fold
         n = int((classes == c).sum())
         if n:
             z = prior.sample(n, rng, condition=c)
-            structures += periodic.structures_from_decoded(*periodic.decode_latent(model, z, [int(deciles[c])] * n))
+            structures += [s for s, _, _ in periodic.decode_structures(model, z, int(deciles[c]))]
     validity = _validity_of(structures, time.perf_counter() - began)
     report = {"model": PERIODIC_NAME, "model_sha256": entry["sha256"],
               "sampler": "mixture fitted to the perov_5 training posteriors (temperature 0.5, components screened)",

@@ -172,15 +172,16 @@ def density_vae_validity(folder: Path | None = None) -> Callable[[np.ndarray, in
 
 
 def periodic_vae_validity(folder: Path | None = None) -> Callable[[np.ndarray, int], np.ndarray]:
-    """``is_valid(z, decile)`` for :func:`screen_components` with the shipped ``periodic_vae``."""
+    """``is_valid(z, decile)`` for :func:`screen_components` with the shipped ``periodic_vae``,
+    decoded as generation decodes (:func:`periodic_model.decode_structures`)."""
     from app.engine.core.registry import load_model
     from app.engine.generation.generator import minimum_distance_ok
-    from app.engine.generation.periodic_model import decode_latent, structures_from_decoded
+    from app.engine.generation.periodic_model import decode_structures
 
     model, _ = load_model("periodic_vae", folder)
 
     def is_valid(z: np.ndarray, decile: int) -> np.ndarray:
-        decoded = structures_from_decoded(*decode_latent(model, z, [decile] * len(z)))
+        decoded = [s for s, _, _ in decode_structures(model, z, decile)]
         return np.array([s is not None and minimum_distance_ok(s, 0.5) for s in decoded])
 
     is_valid.close = lambda: None
@@ -442,7 +443,7 @@ def _periodic_sampling(prior, count: int, seed: int, folder: Path | None = None)
     """Validity of ``count`` random samples of the shipped ``periodic_vae`` (deciles cycled), from
     ``prior`` or, for ``"standard_normal"``, from N(0, I)."""
     from app.engine.core.registry import load_model
-    from app.engine.generation.periodic_model import decode_latent, structures_from_decoded
+    from app.engine.generation.periodic_model import decode_structures
     from app.engine.training.evaluate_generator import _deciles_cycled, _validity_of
 
     model, _ = load_model("periodic_vae", folder)
@@ -452,7 +453,7 @@ def _periodic_sampling(prior, count: int, seed: int, folder: Path | None = None)
         rng = np.random.default_rng(seed + decile)
         z = (rng.standard_normal((n, model.config.latent_dim)) if isinstance(prior, str)
              else prior.sample(n, rng, condition=decile))
-        structures += structures_from_decoded(*decode_latent(model, z, [decile] * n))
+        structures += [s for s, _, _ in decode_structures(model, z, decile)]
     report = _validity_of(structures, time.perf_counter() - began)
     report["sampler"] = "N(0, I)" if isinstance(prior, str) else "aggregate-posterior prior"
     return report

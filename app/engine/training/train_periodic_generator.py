@@ -25,8 +25,8 @@ from app.engine.core.paths import models_dir
 from app.engine.core.registry import save_manifest_entry, sha256_of
 from app.engine.generation.periodic_density import (GRID, MAX_SITES, SIGMA, encoder_input, params_to_lattice,
                                                     structure_from_maps, structure_matches)
-from app.engine.generation.periodic_model import (PeriodicVAE, PeriodicVAEConfig, decode_latent, encode_maps,
-                                                  kl_divergence, one_hot_condition)
+from app.engine.generation.periodic_model import (PeriodicVAE, PeriodicVAEConfig, decode_latent, decode_structures,
+                                                  encode_maps, kl_divergence, one_hot_condition)
 from app.engine.training.datasets import is_validation
 from app.engine.training.loop import fit_epochs
 from app.engine.training.periodic_generator_data import PeriodicDataset, load_periodic_dataset
@@ -325,8 +325,9 @@ def evaluate_around_bases(model: PeriodicVAE, dataset: PeriodicDataset, val_rows
 
     The base is the first validation MP cell of that system (fixed shuffled order) whose own
     reconstruction matches; ``n_around`` latents ``μ + sigma·N(0, I)`` (the generator's
-    ``around`` mode, default spread 0.5) are decoded. Validity: decoded, and all periodic
-    distances > 0.5 Å.
+    ``around`` mode, default spread 0.5) are decoded as the generator decodes them
+    (:func:`periodic_model.decode_structures`, cells of implausible edges rejected). Validity:
+    decoded, and all periodic distances > 0.5 Å.
     """
     report = {}
     order = val_rows[np.random.default_rng(0).permutation(len(val_rows))]
@@ -345,7 +346,7 @@ def evaluate_around_bases(model: PeriodicVAE, dataset: PeriodicDataset, val_rows
         density = np.asarray(dataset.density[[base]], dtype=np.float32)
         mu, _ = encode_maps(model, density, np.asarray(dataset.species[[base]]), deciles[[base]])
         z = mu + sigma * rng.standard_normal((n_around, mu.shape[1])).astype(np.float32)
-        decoded = [structure_from_maps(d, s, l) for d, s, l in zip(*decode_latent(model, z, np.full(n_around, deciles[base])))]
+        decoded = [s for s, _, _ in decode_structures(model, z, int(deciles[base]))]
         valid = [s is not None and is_structurally_valid(s) for s in decoded]
         truth = _true_structure(dataset, base)
         report[system] = {"base": str(dataset.ids[base]), "formula": truth.composition.reduced_formula,
