@@ -72,16 +72,6 @@ CUBIC, PERIODIC = "cubic", "periodic"
 PERIODIC_CUBIC_CLASSES = frozenset({(1, 1, 3)})
 
 
-def __getattr__(name: str):
-    # PLAUSIBLE_PERIODIC_LENGTH lives beside the periodic decoder; imported on demand, since
-    # importing this module does not load torch.
-    if name == "PLAUSIBLE_PERIODIC_LENGTH":
-        from app.engine.generation.periodic_model import PLAUSIBLE_PERIODIC_LENGTH
-
-        return PLAUSIBLE_PERIODIC_LENGTH
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass
 class Candidate:
     """One generated crystal and everything known about it.
