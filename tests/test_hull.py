@@ -133,21 +133,25 @@ def test_scores_mae_and_f1_of_stable():
     assert scores["mae_eV_per_atom"] == pytest.approx((0.05 + 0.1 + 0.05 + 0.4) / 4, abs=1e-4)
 
 
-def test_relaxed_records_place_the_mean_of_chgnet_and_predicted_formation_energies_unless_asked_otherwise(tiny_hull):
+def test_relaxed_records_place_the_weighted_mean_of_chgnet_and_predicted_formation_energies_unless_asked_otherwise(
+        tiny_hull):
     from app.engine.generation.settings import GenerationSettings
     from app.engine.core.errors import CrystalDesignerError
-    from app.engine.stability.formation import hull_formation
+    from app.engine.stability.formation import CHGNET_HULL_WEIGHT as w, hull_formation
+
+    assert 0 < w < 1  # two independent estimates, neither ignored
 
     assert hull_formation(-3.0, -3.4, "chgnet") == (-3.4, "chgnet")
     assert hull_formation(-3.0, -3.4, "predicted") == (-3.0, "predicted")
-    assert hull_formation(-3.0, -3.4, "mean") == (pytest.approx(-3.2), "mean")
+    assert hull_formation(-3.0, -3.4, "mean") == (pytest.approx(-3.4 * w - 3.0 * (1 - w)), "mean")
     assert hull_formation(-3.0, None) == (-3.0, "predicted") and hull_formation(None, None) == (None, None)
     plain = {"formula": "SrTiO3", "formation_energy_per_atom": -3.4}
     relaxed = {"formula": "SrTiO3", "formation_energy_per_atom": -3.4,
                "relaxation": {"formation_energy_per_atom": -3.5}}
     add_hull_fields([plain, relaxed], tiny_hull)
     assert plain["e_above_hull"] == pytest.approx(0.1) and plain["hull_energy"] == "predicted"
-    assert relaxed["e_above_hull"] == pytest.approx(0.05) and relaxed["hull_energy"] == "mean"  # the default
+    # the default: w · (-3.5) + (1 - w) · (-3.4) against a hull at -3.5
+    assert relaxed["e_above_hull"] == pytest.approx(0.1 * (1 - w)) and relaxed["hull_energy"] == "mean"
     add_hull_fields([relaxed], tiny_hull, source="predicted")
     assert relaxed["e_above_hull"] == pytest.approx(0.1)
     add_hull_fields([relaxed], tiny_hull, source="chgnet")

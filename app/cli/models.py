@@ -57,6 +57,9 @@ def add_parser(commands, device_choices) -> None:
     evaluate.add_argument("name", choices=RECIPE_NAMES + ("generator", "hull", POINTNET_MODEL, DING_MODEL,
                                                                 PERIODIC_GENERATOR))
     evaluate.add_argument("--n-held-out", type=int, default=300, help="hull: held-out MP crystals")
+    evaluate.add_argument("--calibrate", action="store_true",
+                          help="hull: choose CHGNet's weight in the default hull energy on other held-out crystals "
+                               "than the evaluated ones (prints the MAE and F1 of each weight)")
     evaluate.add_argument("--n-relax", type=int, default=None,
                           help="hull: held-out crystals also relaxed (default: all; relaxed is what candidates get)")
     evaluate.add_argument("--n-reconstruct", type=int, default=300, help="generator: cells per set")
@@ -151,8 +154,11 @@ def run_evaluate(args) -> int:
         write_json(report)
         return 0
     if args.name == "hull":
-        from app.engine.training.evaluate_hull import evaluate_hull
+        from app.engine.training.evaluate_hull import calibrate_hull_weight, evaluate_hull
 
+        if args.calibrate:
+            write_json(calibrate_hull_weight(n_calibration=args.n_held_out))
+            return 0
         report = evaluate_hull(n_chgnet=args.n_held_out, n_relax=args.n_relax)
         if args.record:
             from app.engine.training.hull_builder import record_evaluation

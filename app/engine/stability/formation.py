@@ -38,12 +38,17 @@ HUBBARD_U_METALS = frozenset({"Co", "Cr", "Fe", "Mn", "Mo", "Ni", "V", "W"})
 #: Suffix of a Hubbard-U metal's feature in an oxide or fluoride (``"Fe+U"``).
 HUBBARD_SUFFIX = "+U"
 
+#: CHGNet's share of the ``mean`` route, ``w · chgnet + (1 − w) · predicted``; chosen by the lowest
+#: E_hull MAE on relaxed held-out MP crystals disjoint from those ``evaluate hull`` measures
+#: (``crystal-designer evaluate hull --calibrate``).
+CHGNET_HULL_WEIGHT = 0.5
+
 #: Where the formation energy of a relaxed crystal placed on the hull comes from: ``{key: text}``
 #: (unrelaxed crystals always use the predicted one). ``crystal-designer evaluate hull`` compares them.
 HULL_ENERGY_SOURCES = {
     "chgnet": "CHGNet energy of the relaxed cell minus the elemental references, with the fitted corrections",
     "predicted": "formation energy predicted by the property model",
-    "mean": "mean of the CHGNet and the predicted formation energies",
+    "mean": f"weighted mean of the CHGNet and the predicted formation energies (CHGNet weight {CHGNET_HULL_WEIGHT:g})",
 }
 #: ``crystal-designer evaluate hull --n-held-out 300`` on 296 held-out MP crystals relaxed from
 #: strained, rattled copies, MAE eV/atom / F1 of stable: mean 0.0498 / 0.842, chgnet (corrected)
@@ -60,7 +65,7 @@ def hull_formation(predicted: float | None, chgnet: float | None, source: str = 
     if source == "predicted" or chgnet is None:
         return (predicted, "predicted") if predicted is not None else (None, None)
     if source == "mean" and predicted is not None:
-        return (predicted + chgnet) / 2, "mean"
+        return CHGNET_HULL_WEIGHT * chgnet + (1 - CHGNET_HULL_WEIGHT) * predicted, "mean"
     return chgnet, "chgnet"
 
 
