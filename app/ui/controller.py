@@ -305,7 +305,7 @@ class DesignController(QObject):
             encoded = await self.client.encode_density(structure)
             matrix = encoded.get("lattice_matrix")
             view = DensityView(encoded["density"], tuple(encoded["lattice_abc"]), encoded["structure"],
-                               None if matrix is None else np.asarray(matrix, dtype=np.float64))
+                               None if matrix is None else np.asarray(matrix, dtype=np.float64), decoded=False)
         if len(self._density_cache) >= _DENSITY_CACHE_SIZE:
             self._density_cache.pop(next(iter(self._density_cache)))
         self._density_cache[record.uid] = view

@@ -76,12 +76,16 @@ class DensityView:
     lattice_matrix : numpy.ndarray or None
         Periodic maps only: shape (3, 3), rows a, b, c (Å) of the cell whose fractional grid the
         map samples (``None``: the cubic box representation).
+    decoded : bool
+        True for a candidate's map as the generator decoded it (noisy, lower and wider peaks);
+        False for a map computed from atoms.
     """
 
     density: np.ndarray
     lattice_abc: tuple[float, float, float]
     structure: object
     lattice_matrix: np.ndarray | None = None
+    decoded: bool = False
 
     @property
     def periodic(self) -> bool:
@@ -112,7 +116,7 @@ def candidate_density_view(record) -> DensityView | None:
     density = np.asarray(record.density, dtype=np.float32)
     periodic = density.shape[0] == periodic_density.GRID
     return DensityView(density, tuple(structure.lattice.abc), structure,
-                       np.array(structure.lattice.matrix) if periodic else None)
+                       np.array(structure.lattice.matrix) if periodic else None, decoded=True)
 
 
 @dataclass

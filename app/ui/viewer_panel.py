@@ -28,12 +28,31 @@ DEFAULT_LEVEL = 0.3
 #: The same for periodic maps (unit Gaussians of σ = 0.4 Å): at 0.08 of the range a surface of
 #: ~0.9 Å radius around each atom, outside the balls of all but the largest atoms, still apart.
 DEFAULT_LEVEL_PERIODIC = 0.08
+#: The same for periodic maps decoded by the generator (a candidate's map): lower, wider peaks and
+#: decoder noise, so 0.08 merges the atoms and draws noise blobs. 0.33 gave the most maps with one
+#: blob per segmented atom (47 % of 139 maps; 0.28–0.38 within 2 points; 0.08: 4 %), measured by
+#: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/decoded_isosurface_level.py --n 100``
+#: (around SrTiO3 and rutile; with --n 300 the best was 0.31, 0.33 one point below it).
+DEFAULT_LEVEL_DECODED = 0.33
 #: Direction from the crystal towards the camera when a structure is first shown.
 VIEW_DIRECTION = (2.2, 1.0, 0.7)
 #: Gap (Å) between a candidate's structure and its decoded map when shown side by side.
 SIDE_BY_SIDE_GAP = 1.0
 #: Cartesian axis along which the decoded map is moved beside the structure (1: y).
 SIDE_BY_SIDE_AXIS = 1
+
+
+def level_kind(view: scene.DensityView) -> tuple[bool, bool]:
+    """(periodic, decoded) of a map: the kinds with their own default level. Decoded cubic maps
+    share the cubic default (only periodic decoded maps were measured), so they are one kind."""
+    return view.periodic, view.periodic and view.decoded
+
+
+def default_level(view: scene.DensityView) -> float:
+    """Initial isosurface level of ``view``, as a fraction of its ``scene.level_range``."""
+    if not view.periodic:
+        return DEFAULT_LEVEL
+    return DEFAULT_LEVEL_DECODED if view.decoded else DEFAULT_LEVEL_PERIODIC
 
 
 def _describe_site(structure, atoms: scene.DisplayAtoms, index: int) -> str:
@@ -473,13 +492,14 @@ class ViewerPanel(QWidget):
         self._redraw(reset_camera=True)
 
     def _set_density(self, view: scene.DensityView | None) -> None:
-        """Show ``view``'s map; a map of the other representation resets the level to its default."""
+        """Show ``view``'s map; a map of another kind (cubic, periodic computed from atoms, periodic
+        decoded) resets the level to that kind's default (:func:`default_level`)."""
         self._density = view
         self._density_grid = None
-        if view is not None and getattr(self, "_level_kind", None) != view.periodic:
-            self._level_kind = view.periodic
+        if view is not None and getattr(self, "_level_kind", None) != level_kind(view):
+            self._level_kind = level_kind(view)
             self.level.blockSignals(True)
-            self.level.setValue(round((DEFAULT_LEVEL_PERIODIC if view.periodic else DEFAULT_LEVEL) * _LEVEL_STEPS))
+            self.level.setValue(round(default_level(view) * _LEVEL_STEPS))
             self.level.blockSignals(False)
         self._update_level_controls()
 

@@ -101,6 +101,57 @@ def test_periodic_candidate_shows_its_decoded_map_beside_its_structure(window, r
     assert frac.min() > -1e-6 and frac.max() < 1 + 1e-6  # on the structure, in its cell
 
 
+def test_default_level_is_keyed_on_periodic_and_decoded():
+    from app.ui.scene import DensityView
+    from app.ui.viewer_panel import (DEFAULT_LEVEL, DEFAULT_LEVEL_DECODED, DEFAULT_LEVEL_PERIODIC, default_level,
+                                     level_kind)
+
+    density, matrix = np.zeros((24, 24, 24), dtype=np.float32), np.eye(3) * 4.0
+    computed = DensityView(density, (4.0, 4.0, 4.0), None, matrix)
+    decoded = DensityView(density, (4.0, 4.0, 4.0), None, matrix, decoded=True)
+    cubic, cubic_decoded = (DensityView(np.zeros((32, 32, 32)), (4.0, 4.0, 4.0), None, decoded=flag)
+                            for flag in (False, True))
+    assert default_level(computed) == DEFAULT_LEVEL_PERIODIC and default_level(decoded) == DEFAULT_LEVEL_DECODED
+    assert default_level(cubic) == default_level(cubic_decoded) == DEFAULT_LEVEL
+    assert DEFAULT_LEVEL_DECODED != DEFAULT_LEVEL_PERIODIC
+    assert level_kind(computed) != level_kind(decoded) and level_kind(cubic) == level_kind(cubic_decoded)
+
+
+def test_level_resets_to_the_decoded_default_on_a_decoded_map_and_back(window, run, example):
+    """A structure's own periodic map starts at the computed default, a candidate's decoded map at
+    the decoded one; switching between them resets the level, another map of the same kind keeps it."""
+    from pymatgen.core import Structure
+
+    from app.ui.records import candidate_record
+    from app.ui.viewer_panel import DEFAULT_LEVEL_DECODED, DEFAULT_LEVEL_PERIODIC
+
+    def select(record):
+        window.results.select([record])
+        window.results.view.setCurrentIndex(window.results.view.selectionModel().selectedRows()[0])
+        assert viewer.record is record
+
+    records = run(window.open_paths([example("TiO2_rutile")]))
+    viewer = window.viewer
+    run(viewer.wait_density())
+    assert viewer.density_view.periodic and not viewer.density_view.decoded
+    assert viewer.level.value() == round(DEFAULT_LEVEL_PERIODIC * 100)
+
+    rutile = Structure.from_file(str(example("TiO2_rutile")))
+    candidates = [candidate_record(periodic_candidate_payload(rutile, index=i), "TiO2_rutile.cif") for i in (1, 2)]
+    window.model.add(candidates)
+    select(candidates[0])
+    assert viewer.density_view.periodic and viewer.density_view.decoded
+    assert viewer.level.value() == round(DEFAULT_LEVEL_DECODED * 100)
+    viewer.level.setValue(50)
+    select(candidates[1])  # same kind: the user's level stays
+    assert viewer.level.value() == 50
+
+    select(records[0])
+    run(viewer.wait_density())
+    assert not viewer.density_view.decoded
+    assert viewer.level.value() == round(DEFAULT_LEVEL_PERIODIC * 100)
+
+
 def test_candidate_shows_its_decoded_density_with_the_atoms(window, run, example):
     from app.ui.records import candidate_record
 
