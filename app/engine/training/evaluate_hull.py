@@ -11,11 +11,11 @@ Routes to a formation energy:
 - ``chgnet_uncorrected``: the same without the corrections;
 - ``chgnet_mp2020``: the uncorrected one after pymatgen's ``MaterialsProject2020Compatibility``
   (what a raw GGA/GGA+U energy would need; applied to CHGNet it counts the corrections twice);
-- ``mean``: the mean of ``cgcnn`` and ``chgnet`` (two independent estimates); ``mean_uncorrected``
-  the mean of ``cgcnn`` and ``chgnet_uncorrected``;
-- ``weighted``: ``w · chgnet + (1 − w) · cgcnn`` with the shipped ``w``
-  (:data:`app.engine.stability.formation.CHGNET_HULL_WEIGHT`), which
-  :func:`calibrate_hull_weight` chooses on held-out crystals disjoint from the evaluated ones.
+- ``mean``: the product's default, ``w · chgnet + (1 − w) · cgcnn`` (two independent estimates)
+  with the shipped ``w`` (:data:`app.engine.stability.formation.CHGNET_HULL_WEIGHT`), which
+  :func:`calibrate_hull_weight` chooses on held-out crystals disjoint from the evaluated ones;
+  ``equal_mean`` their plain mean; ``mean_uncorrected`` the plain mean of ``cgcnn`` and
+  ``chgnet_uncorrected``.
 
 Inputs: the MP (DFT-relaxed) structures; the same strained by 3 % and rattled by 0.05 Å, as
 decoded candidates come (unrelaxed); and those relaxed with CHGNet (what relaxed candidates get).
@@ -120,10 +120,10 @@ def evaluate_hull(n_chgnet: int = 300, n_relax: int | None = None, seed: int = 0
                "chgnet": _corrected(chgnet_formation_energy, inputs, energies),
                "chgnet_uncorrected": _corrected(uncorrected, inputs, energies),
                "chgnet_mp2020": _corrected(mp2020_formation_energy, inputs, energies)}
-        out["mean"] = (out["cgcnn"] + out["chgnet"]) / 2
-        out["mean_uncorrected"] = (out["cgcnn"] + out["chgnet_uncorrected"]) / 2
         # The product's default: CHGNet's share chosen by ``calibrate_hull_weight`` on other crystals.
-        out["weighted"] = CHGNET_HULL_WEIGHT * out["chgnet"] + (1 - CHGNET_HULL_WEIGHT) * out["cgcnn"]
+        out["mean"] = CHGNET_HULL_WEIGHT * out["chgnet"] + (1 - CHGNET_HULL_WEIGHT) * out["cgcnn"]
+        out["equal_mean"] = (out["cgcnn"] + out["chgnet"]) / 2
+        out["mean_uncorrected"] = (out["cgcnn"] + out["chgnet_uncorrected"]) / 2
         return out
 
     formation = {"mp_structures": routes(mp_structures, chgnet_energies(mp_structures, device=device))}
@@ -139,7 +139,7 @@ def evaluate_hull(n_chgnet: int = 300, n_relax: int | None = None, seed: int = 0
     relaxed_routes = routes(relaxed, [results[k].energy_per_atom for k in done])
     formation["relaxed"] = {name: _spread(values, done, len(subset)) for name, values in relaxed_routes.items()}
 
-    report = {"held_out": len(held), "max_sites": max_sites, "hull_phases_without_held_out": len(hull),
+    report = {"held_out": len(held), "max_sites": max_sites, "chgnet_weight": CHGNET_HULL_WEIGHT, "hull_phases_without_held_out": len(hull),
               "relaxed_count": len(done), "relax_failed": len(subset) - len(done),
               "relax_seconds": round(relax_seconds, 1),
               "relax_mean_steps": round(float(np.mean([r.steps for r in results])), 1) if results else None}

@@ -164,6 +164,7 @@ def record_evaluation(report: dict, folder: Path | None = None, command: str = E
         "seconds": report.get("seconds"), "cpu_seconds": report.get("cpu_seconds"),
         "load_average_1min_at_end": report.get("load_average_1min_at_end"),
         "default_route": DEFAULT_HULL_ENERGY,
+        "chgnet_weight": report.get("chgnet_weight"),
     }
     entry = load_manifest(folder)[HULL_NAME]
     entry.setdefault("metrics", {})["evaluate_hull"] = figures
@@ -183,12 +184,17 @@ def _evaluation_text(figures: dict | None) -> str:
              "| route / input | crystals | MAE (eV/atom) | F1 stable |\n|---|---|---|---|\n"]
     for key, value in figures["routes"].items():
         lines.append(f"| {key} | {value['count']} | {value['mae_eV_per_atom']} | {value['f1_stable']} |\n")
+    weight = figures.get("chgnet_weight")
+    mean = (f"{weight:g} × `chgnet` + {1 - weight:g} × `cgcnn`" if weight is not None
+            else "of `chgnet` and `cgcnn`")
     lines.append(f"\nBest by MAE: `{figures['best_by_mae']}`. Routes: `cgcnn` predicted formation energy; "
                  "`chgnet` CHGNet energy minus the PBE elemental references plus the shipped corrections "
                  "(`chgnet_corrections.json`, fitted on training-split crystals only); `chgnet_uncorrected` "
                  "without them; `chgnet_mp2020` the uncorrected one after pymatgen's MP2020 corrections "
-                 "(CHGNet's MPtrj labels already carry them, so this counts them twice); `mean` the mean of "
-                 "`cgcnn` and `chgnet`, `mean_uncorrected` of `cgcnn` and `chgnet_uncorrected`. Default for "
+                 "(CHGNet's MPtrj labels already carry them, so this counts them twice); `mean` the product's "
+                 f"weighted mean {mean} (weight chosen on other held-out crystals, "
+                 "`evaluate hull --calibrate`); `equal_mean` their plain mean, `mean_uncorrected` the plain mean "
+                 "of `cgcnn` and `chgnet_uncorrected`. Default for "
                  f"relaxed crystals (generate, predict --relax): `{figures.get('default_route')}`. "
                  f"Took {figures['seconds']} s "
                  f"({figures['cpu_seconds']} CPU s, one thread; load average {figures['load_average_1min_at_end']}).\n")
