@@ -321,7 +321,28 @@ def test_residual_predictor_is_its_elemental_part_plus_the_network():
     torch.testing.assert_close(total, expected)
 
 
-def test_residual_training_writes_entries_and_derives_the_energy(tmp_path, monkeypatch):
+def test_an_ensemble_predicts_the_mean_of_its_members_and_one_member_keeps_the_old_weight_keys():
+    import torch
+
+    from app.engine.compositions.formula import count_vector
+    from app.engine.compositions.networks import CompositionResidualDNN
+
+    torch.manual_seed(0)
+    single = CompositionResidualDNN(hidden=(8, 8))
+    assert single.members == 1 and not any(key.startswith("extra_nets") for key in single.state_dict())
+    ensemble = CompositionResidualDNN(hidden=(8, 8), members=3).eval()
+    counts = torch.from_numpy(np.stack([count_vector(parse_formula(f)) for f in ("NaCl", "Fe2O3", "SrTiO3")]))
+    with torch.no_grad():
+        outputs = ensemble.member_outputs(counts)
+        assert outputs.shape == (3, 3)
+        assert not torch.allclose(outputs[0], outputs[1])  # different initial weights
+        torch.testing.assert_close(ensemble(counts), outputs.mean(dim=0))
+    with pytest.raises(ValueError):
+        CompositionResidualDNN(hidden=(8,), members=0)
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_residual_training_writes_entries_and_derives_the_energy(tmp_path, monkeypatch, members):
     import torch
 
     from app.engine.compositions.runtime import CompositionPredictor
@@ -330,6 +351,7 @@ def test_residual_training_writes_entries_and_derives_the_energy(tmp_path, monke
 
     monkeypatch.setenv("CRYSTAL_DESIGNER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(train_ding, "RESIDUAL_HIDDEN", (8, 8))
+    monkeypatch.setattr(train_ding, "RESIDUAL_MEMBERS", {"formation_enthalpy": members, "volume_per_atom": 1})
     data = _tiny_composition_data()
     out = tmp_path / "models"
     out.mkdir()
@@ -342,7 +364,9 @@ def test_residual_training_writes_entries_and_derives_the_energy(tmp_path, monke
     assert energy["derived_from"]["sha256"] == enthalpy["sha256"]
     assert "held out of the fit" in enthalpy["training"]["early_stopping"]
     assert (out / "ding_volume_per_atom.md").read_text().startswith("# Model card: ding_volume_per_atom")
-    predictor = CompositionPredictor(folder=out)
+    assert enthalpy["architecture"]["members"] == energy["architecture"]["members"] == members
+    predictor = CompositionPredictor(folder=out)  # loads every state dict strictly
+    assert predictor.models["energy_per_atom"].members == members
     records = predictor.predict(["NaCl", "Fe2O3", "Cu"])
     assert all(isinstance(r["energy_per_atom"], float) for r in records)
     # A pure element: formation enthalpy 0 by definition, energy per atom its fitted reference energy.

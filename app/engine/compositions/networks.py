@@ -200,14 +200,23 @@ class CompositionResidualDNN(nn.Module):
         Widths of the hidden layers (SiLU after each).
     dropout : float
         Dropout after every hidden layer.
+    members : int
+        Networks of the same shape on the same inputs, trained independently from different
+        initial weights; the residual is their mean (a deep ensemble: the networks fit their
+        training rows almost exactly, and their errors elsewhere partly cancel). ``net`` is the
+        first, ``extra_nets`` the others, so a one-member model has the weight keys it always had.
     """
 
     def __init__(self, n_elements: int = len(VOCABULARY), n_element_properties: int = len(ELEMENT_PROPERTY_NAMES),
-                 hidden=(512, 512, 512, 512), dropout: float = 0.0):
+                 hidden=(512, 512, 512, 512), dropout: float = 0.0, members: int = 1):
         super().__init__()
+        if members < 1:
+            raise ValueError("An ensemble needs at least one member network.")
         self.n_elements = n_elements
         n_features = n_elements + 6 * n_element_properties + 2
-        self.net = _regressor(n_features, [(width, dropout) for width in hidden], nn.SiLU)
+        layers = [(width, dropout) for width in hidden]
+        self.net = _regressor(n_features, layers, nn.SiLU)
+        self.extra_nets = nn.ModuleList(_regressor(n_features, layers, nn.SiLU) for _ in range(members - 1))
         self.register_buffer("element_properties", torch.zeros(n_elements, n_element_properties))
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
@@ -244,9 +253,20 @@ class CompositionResidualDNN(nn.Module):
     def features(self, counts: torch.Tensor) -> torch.Tensor:
         return (self.raw_features(counts) - self.feature_mean) / self.feature_std
 
+    @property
+    def members(self) -> int:
+        return 1 + len(self.extra_nets)
+
+    def member_outputs(self, counts: torch.Tensor) -> torch.Tensor:
+        """Each member's standardised residual, shape ``(members, n)`` (training fits each on its own)."""
+        x = self.features(counts)
+        return torch.stack([net(x).squeeze(-1) for net in (self.net, *self.extra_nets)])
+
     def forward(self, counts: torch.Tensor) -> torch.Tensor:
-        """Standardised residual, shape ``(n,)``, from count rows ``(n, n_elements)``."""
-        return self.net(self.features(counts)).squeeze(-1)
+        """Standardised residual, shape ``(n,)``, from count rows ``(n, n_elements)``: the members' mean."""
+        if not len(self.extra_nets):
+            return self.net(self.features(counts)).squeeze(-1)
+        return self.member_outputs(counts).mean(dim=0)
 
     def linear_part(self, counts: torch.Tensor) -> torch.Tensor:
         """``Σᵢ xᵢ cᵢ``, shape ``(n,)``."""

@@ -70,7 +70,8 @@ def build_predictor(entry: dict):
     architecture = entry["architecture"]
     if entry.get("kind") == "ding_residual":
         return CompositionResidualDNN(n_element_properties=len(architecture["element_properties"]),
-                                      hidden=tuple(architecture["hidden"]), dropout=architecture.get("dropout", 0.0))
+                                      hidden=tuple(architecture["hidden"]), dropout=architecture.get("dropout", 0.0),
+                                      members=architecture.get("members", 1))
     return PropertyDNN(layers=[tuple(layer) for layer in architecture["layers"]])
 
 

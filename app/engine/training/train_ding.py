@@ -435,6 +435,8 @@ def ship_checkpoint(name: str, output_dir: Path | None = None) -> dict:
 #: Hidden widths and dropout of :class:`CompositionResidualDNN`.
 RESIDUAL_HIDDEN = (512, 512, 512, 512)
 RESIDUAL_DROPOUT = 0.0
+#: Member networks per residual predictor (see :class:`CompositionResidualDNN`), by property.
+RESIDUAL_MEMBERS = {"formation_enthalpy": 1, "volume_per_atom": 1}
 RESIDUAL_EPOCHS = 36
 RESIDUAL_BATCH_SIZE = 256
 RESIDUAL_LEARNING_RATE = 2e-3
@@ -464,12 +466,13 @@ def fit_elemental_coefficients(counts: np.ndarray, values: np.ndarray) -> np.nda
 
 
 def build_residual_model(data: CompositionData, column: int, fit_rows: np.ndarray,
-                         hidden=RESIDUAL_HIDDEN, dropout: float = RESIDUAL_DROPOUT) -> "CompositionResidualDNN":
+                         hidden=RESIDUAL_HIDDEN, dropout: float = RESIDUAL_DROPOUT,
+                         members: int = 1) -> "CompositionResidualDNN":
     """A residual model of property ``column`` with its elemental coefficients, element table and
     feature/target standardisation set from ``fit_rows`` (weights random)."""
     from app.engine.compositions.networks import CompositionResidualDNN, element_property_table
 
-    model = CompositionResidualDNN(hidden=hidden, dropout=dropout)
+    model = CompositionResidualDNN(hidden=hidden, dropout=dropout, members=members)
     initialise_relu_layers(model)
     model.element_properties.copy_(torch.from_numpy(element_property_table()))
     model.elemental_coefficients.copy_(torch.from_numpy(
@@ -500,7 +503,8 @@ def train_residual_predictor(prop: str, data: CompositionData, epochs: int = RES
     column = PROPERTIES.index(prop)
     torch.manual_seed(0)
     fit_rows, stop_rows = early_stopping_rows(data)
-    model = build_residual_model(data, column, fit_rows, RESIDUAL_HIDDEN, RESIDUAL_DROPOUT)
+    members = RESIDUAL_MEMBERS.get(prop, 1)
+    model = build_residual_model(data, column, fit_rows, RESIDUAL_HIDDEN, RESIDUAL_DROPOUT, members)
     counts = torch.from_numpy(data.counts)
     labels = torch.from_numpy(data.targets[:, column])
     optimizer = torch.optim.AdamW(model.parameters(), lr=RESIDUAL_LEARNING_RATE, weight_decay=RESIDUAL_WEIGHT_DECAY)
@@ -508,7 +512,8 @@ def train_residual_predictor(prop: str, data: CompositionData, epochs: int = RES
 
     def step(rows, _rng):
         target = (labels[rows] - model.linear_part(counts[rows]) - model.target_mean) / model.target_std
-        loss = (model(counts[rows]) - target).abs().mean()
+        # Each member's own L1 (the mean over members): members learn independently, not as one wide net.
+        loss = (model.member_outputs(counts[rows]) - target).abs().mean()
         return loss, {"train_loss": loss.item()}
 
     def evaluate():
@@ -519,6 +524,7 @@ def train_residual_predictor(prop: str, data: CompositionData, epochs: int = RES
 
     name = PREDICTOR_NAMES[prop]
     config = {"prop": prop, "kind": "ding_residual", "hidden": list(RESIDUAL_HIDDEN), "dropout": RESIDUAL_DROPOUT,
+              "members": members,
               "batch": RESIDUAL_BATCH_SIZE, "learning_rate": RESIDUAL_LEARNING_RATE, "vocabulary": len(VOCABULARY),
               "early_stopping_rows": int(len(stop_rows)), "pure_element_rule": True}
     state = fit_epochs(f"{name}_residual", config, epochs, model, optimizer, scheduler, fit_rows, RESIDUAL_BATCH_SIZE,
@@ -575,7 +581,7 @@ def _write_residual(prop, model, state, epochs, data, output_dir: Path, n_fit: i
              "description": f"Predictor of {prop.replace('_', ' ')} from the composition: fitted elemental part "
                             "plus a network on element fractions and elemental-property statistics",
              "architecture": {"property": prop, "vocabulary": list(VOCABULARY), "hidden": list(model_hidden(model)),
-                              "dropout": RESIDUAL_DROPOUT, "activation": "SiLU",
+                              "dropout": RESIDUAL_DROPOUT, "members": model.members, "activation": "SiLU",
                               "element_properties": list(ELEMENT_PROPERTY_NAMES),
                               "features": "element fractions; fraction-weighted mean, max, min, range, mean absolute "
                                           "deviation and standard deviation of each element property; number of "
