@@ -158,3 +158,21 @@ def test_ridge_fit_recovers_offsets_and_shrinks_unseen_ones():
     fitted = _ridge(design, residual, 1e-6)
     assert fitted == pytest.approx([truth[t] for t in terms], abs=0.01)
     assert _cross_validated_mae(design, residual, 1e-6) < 0.01 < _cross_validated_mae(design, residual, 10.0)
+
+
+def test_cell_logarithms_remember_the_deformation_they_made_and_ask_scipy_otherwise():
+    from scipy.linalg import expm, logm
+
+    from app.engine.stability.relax import _CellLogarithms
+
+    asked = []
+    memo = _CellLogarithms(lambda m: asked.append(m) or logm(m), expm)
+    rng = np.random.default_rng(0)
+    made = memo.expm(0.05 * rng.standard_normal((3, 3)))
+    for atoms in (1.0, 5.0, 12.0):  # ASE takes log(F) for forces, log(n_atoms · F) for positions
+        np.testing.assert_allclose(memo.logm(atoms * made), logm(atoms * made).real, atol=1e-10)
+    np.testing.assert_allclose(memo.logm(4 * np.eye(3)), np.log(4) * np.eye(3), atol=1e-12)  # the start
+    assert not asked
+    other = np.eye(3) + 0.1 * rng.standard_normal((3, 3))
+    np.testing.assert_allclose(memo.logm(other), logm(other), atol=1e-12)
+    assert len(asked) == 1

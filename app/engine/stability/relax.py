@@ -143,6 +143,42 @@ def _not_preset(self, atoms=None, properties=None, system_changes=None):
     raise ModelError("internal: the relaxation asked for energies outside the batched evaluation")
 
 
+class _CellLogarithms:
+    """``logm``/``expm`` for ASE's ``FrechetCellFilter`` that remember the last pair.
+
+    The filter's cell coordinates are ``log(F)`` of the deformation gradient ``F``: each step it
+    sets ``F = expm(L)`` and on the next evaluation takes the logarithm of ``F`` (forces) and of
+    ``c·F`` (positions, ``c`` the number of atoms) again. scipy's general ``logm`` (Schur decomposition, inverse scaling and squaring) of a 3×3
+    matrix was a fifth of the whole relaxation time; the logarithm of the matrix just made from
+    ``L`` is ``L`` (to ~1e-15, the principal branch for the near-identity deformations of a
+    relaxation). Any other matrix goes to scipy.
+    """
+
+    #: Largest element-wise difference (relative to 1) at which a matrix is the one made by ``expm``.
+    SAME_MATRIX = 1e-12
+
+    def __init__(self, logm, expm):
+        self._logm, self._expm = logm, expm
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (expm(L), L)
+
+    def expm(self, logarithm: np.ndarray) -> np.ndarray:
+        matrix = self._expm(logarithm)
+        self._last = (np.array(matrix, dtype=float), np.array(logarithm, dtype=float))
+        return matrix
+
+    def logm(self, matrix: np.ndarray) -> np.ndarray:
+        # ASE takes the logarithm of F for the forces and of c·F (c = number of atoms) for the
+        # positions; log(c·F) = ln(c)·I + log(F) for a scalar c > 0.
+        matrix = np.asarray(matrix, dtype=float)
+        for made, logarithm in ((self._last or (None, None)), (np.eye(3), np.zeros((3, 3)))):
+            if made is None:
+                continue
+            scale = np.trace(matrix) / np.trace(made)
+            if scale > 0 and np.max(np.abs(matrix / scale - made)) <= self.SAME_MATRIX:
+                return logarithm + np.log(scale) * np.eye(3)
+        return self._logm(matrix)
+
+
 class _Run:
     """One structure's relaxation state."""
 
@@ -155,6 +191,10 @@ class _Run:
         self.atoms = AseAtomsAdaptor.get_atoms(structure)
         self.atoms.calc = _PresetResults().calculator
         self.filter = FrechetCellFilter(self.atoms)
+        utility = getattr(self.filter, "_utility", None)
+        if utility is not None and hasattr(utility, "logm") and hasattr(utility, "expm"):
+            memo = _CellLogarithms(utility.logm, utility.expm)
+            utility.logm, utility.expm = memo.logm, memo.expm
         # The filter's forces (matrix logarithms of the cell) are needed twice per step, for the
         # convergence check and by the optimiser: computed once per evaluation.
         self._filter_forces = None
