@@ -163,10 +163,10 @@ def test_ridge_fit_recovers_offsets_and_shrinks_unseen_ones():
 def test_cell_logarithms_remember_the_deformation_they_made_and_ask_scipy_otherwise():
     from scipy.linalg import expm, logm
 
-    from app.engine.stability.relax import _CellLogarithms
+    from app.engine.stability.relax import _CellMatrixFunctions
 
     asked = []
-    memo = _CellLogarithms(lambda m: asked.append(m) or logm(m), expm)
+    memo = _CellMatrixFunctions(lambda m: asked.append(m) or logm(m), expm)
     rng = np.random.default_rng(0)
     made = memo.expm(0.05 * rng.standard_normal((3, 3)))
     for atoms in (1.0, 5.0, 12.0):  # ASE takes log(F) for forces, log(n_atoms · F) for positions
@@ -175,4 +175,22 @@ def test_cell_logarithms_remember_the_deformation_they_made_and_ask_scipy_otherw
     assert not asked
     other = np.eye(3) + 0.1 * rng.standard_normal((3, 3))
     np.testing.assert_allclose(memo.logm(other), logm(other), atol=1e-12)
+    assert len(asked) == 1
+
+
+def test_cell_filter_derivatives_of_expm_come_from_one_batched_call():
+    from scipy.linalg import expm, expm_frechet, logm
+
+    from app.engine.stability.relax import _CellMatrixFunctions
+
+    asked = []
+    memo = _CellMatrixFunctions(logm, expm, lambda *a, **k: asked.append(a) or expm_frechet(*a, **k))
+    log_deformation = 0.05 * np.random.default_rng(1).standard_normal((3, 3))
+    for k in range(9):
+        direction = np.zeros((3, 3))
+        direction.flat[k] = 1.0
+        np.testing.assert_allclose(memo.expm_frechet(log_deformation, direction, compute_expm=False),
+                                   expm_frechet(log_deformation, direction, compute_expm=False), atol=1e-13)
+    assert not asked
+    memo.expm_frechet(log_deformation, np.full((3, 3), 0.5), compute_expm=False)  # not a unit direction
     assert len(asked) == 1
