@@ -260,19 +260,21 @@ class DesignController(QObject):
             self.generation_finished.emit(None, f"Stopped: {error}")
             self._report_job_error("Generation failed", error)
             return None
+        else:
+            # Still "generating" until the funnel is out: a run is over when its results are shown.
+            funnel = dict(result["funnel"])
+            if "sun" in result:
+                funnel["sun"] = int(result["sun"])  # stable + unique + novel, shown under the funnel
+            note = f"Done: {funnel.get('unique', counts['kept']):,} of {total:,} samples kept"
+            note += f", {funnel['sun']:,} stable, unique and novel." if "sun" in funnel else "."
+            await self.refresh_models()
+            if counts["rejected_rows"] >= MAX_REJECTED_ROWS:
+                note += f" Only the first {MAX_REJECTED_ROWS:,} rejected candidates are listed."
+            self.generation_finished.emit(funnel, note)
+            self.status_message.emit(note)
+            return funnel
         finally:
             self._generation = None
-        funnel = dict(result["funnel"])
-        if "sun" in result:
-            funnel["sun"] = int(result["sun"])  # stable + unique + novel, shown under the funnel
-        note = f"Done: {funnel.get('unique', counts['kept']):,} of {total:,} samples kept"
-        note += f", {funnel['sun']:,} stable, unique and novel." if "sun" in funnel else "."
-        await self.refresh_models()
-        if counts["rejected_rows"] >= MAX_REJECTED_ROWS:
-            note += f" Only the first {MAX_REJECTED_ROWS:,} rejected candidates are listed."
-        self.generation_finished.emit(funnel, note)
-        self.status_message.emit(note)
-        return funnel
 
     def cancel_generation(self) -> None:
         if self._generation is not None:
