@@ -161,12 +161,12 @@ def test_ridge_fit_recovers_offsets_and_shrinks_unseen_ones():
 
 
 def test_cell_logarithms_remember_the_deformation_they_made_and_ask_scipy_otherwise():
-    from scipy.linalg import expm, logm
+    from scipy.linalg import expm, expm_frechet, logm
 
     from app.engine.stability.relax import _CellMatrixFunctions
 
     asked = []
-    memo = _CellMatrixFunctions(lambda m: asked.append(m) or logm(m), expm)
+    memo = _CellMatrixFunctions(lambda m: asked.append(m) or logm(m), expm, expm_frechet)
     rng = np.random.default_rng(0)
     made = memo.expm(0.05 * rng.standard_normal((3, 3)))
     for atoms in (1.0, 5.0, 12.0):  # ASE takes log(F) for forces, log(n_atoms · F) for positions

@@ -42,14 +42,10 @@ SIDE_BY_SIDE_GAP = 1.0
 SIDE_BY_SIDE_AXIS = 1
 
 
-def level_kind(view: scene.DensityView) -> tuple[bool, bool]:
-    """(periodic, decoded) of a map: the kinds with their own default level. Decoded cubic maps
-    share the cubic default (only periodic decoded maps were measured), so they are one kind."""
-    return view.periodic, view.periodic and view.decoded
-
-
 def default_level(view: scene.DensityView) -> float:
-    """Initial isosurface level of ``view``, as a fraction of its ``scene.level_range``."""
+    """Initial isosurface level of ``view``, as a fraction of its ``scene.level_range``. Maps with
+    the same default are one kind for the level reset (decoded cubic maps share the cubic one:
+    only periodic decoded maps were measured)."""
     if not view.periodic:
         return DEFAULT_LEVEL
     return DEFAULT_LEVEL_DECODED if view.decoded else DEFAULT_LEVEL_PERIODIC
@@ -493,13 +489,13 @@ class ViewerPanel(QWidget):
 
     def _set_density(self, view: scene.DensityView | None) -> None:
         """Show ``view``'s map; a map of another kind (cubic, periodic computed from atoms, periodic
-        decoded) resets the level to that kind's default (:func:`default_level`)."""
+        decoded: each has its own :func:`default_level`) resets the level to that default."""
         self._density = view
         self._density_grid = None
-        if view is not None and getattr(self, "_level_kind", None) != level_kind(view):
-            self._level_kind = level_kind(view)
+        if view is not None and getattr(self, "_level_default", None) != default_level(view):
+            self._level_default = default_level(view)
             self.level.blockSignals(True)
-            self.level.setValue(round(default_level(view) * _LEVEL_STEPS))
+            self.level.setValue(round(self._level_default * _LEVEL_STEPS))
             self.level.blockSignals(False)
         self._update_level_controls()
 

@@ -264,8 +264,6 @@ class CompositionResidualDNN(nn.Module):
 
     def forward(self, counts: torch.Tensor) -> torch.Tensor:
         """Standardised residual, shape ``(n,)``, from count rows ``(n, n_elements)``: the members' mean."""
-        if not len(self.extra_nets):
-            return self.net(self.features(counts)).squeeze(-1)
         return self.member_outputs(counts).mean(dim=0)
 
     def linear_part(self, counts: torch.Tensor) -> torch.Tensor:

@@ -66,8 +66,13 @@ def hull_formation(predicted: float | None, chgnet: float | None, source: str = 
     if source == "predicted" or chgnet is None:
         return (predicted, "predicted") if predicted is not None else (None, None)
     if source == "mean" and predicted is not None:
-        return CHGNET_HULL_WEIGHT * chgnet + (1 - CHGNET_HULL_WEIGHT) * predicted, "mean"
+        return weighted_formation(predicted, chgnet), "mean"
     return chgnet, "chgnet"
+
+
+def weighted_formation(predicted, chgnet, weight: float = CHGNET_HULL_WEIGHT):
+    """The ``mean`` route, ``weight · chgnet + (1 − weight) · predicted`` (eV/atom; floats or arrays)."""
+    return weight * chgnet + (1 - weight) * predicted
 
 
 def element_reference_energies(folder: Path | None = None) -> dict[str, float]:

@@ -148,10 +148,11 @@ class _CellMatrixFunctions:
 
     The filter's cell coordinates are ``log(F)`` of the deformation gradient ``F``: each step it
     sets ``F = expm(L)`` and on the next evaluation takes the logarithm of ``F`` (forces) and of
-    ``c·F`` (positions, ``c`` the number of atoms) again. scipy's general ``logm`` (Schur decomposition, inverse scaling and squaring) of a 3×3
-    matrix was a fifth of the whole relaxation time; the logarithm of the matrix just made from
-    ``L`` is ``L`` (to ~1e-15, the principal branch for the near-identity deformations of a
-    relaxation). Any other matrix goes to scipy.
+    ``c·F`` (positions, ``c`` the number of atoms) again. scipy's general ``logm`` (Schur
+    decomposition, inverse scaling and squaring) of a 3×3 matrix was a fifth of the whole
+    relaxation time; the logarithm of the matrix just made from ``L`` is ``L`` (to ~1e-15, the
+    principal branch for the near-identity deformations of a relaxation). Any other matrix goes
+    to scipy.
 
     The forces need the derivative of ``expm`` at ``L`` in each of the 9 unit directions, which
     ASE asks for one at a time (9 scipy calls, 0.9 ms); the first call computes all 9 at once
@@ -162,7 +163,7 @@ class _CellMatrixFunctions:
     #: Largest element-wise difference (relative to 1) at which a matrix is the one made by ``expm``.
     SAME_MATRIX = 1e-12
 
-    def __init__(self, logm, expm, expm_frechet=None):
+    def __init__(self, logm, expm, expm_frechet):
         self._logm, self._expm, self._expm_frechet = logm, expm, expm_frechet
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (expm(L), L)
         self._derivatives: tuple[np.ndarray, np.ndarray] | None = None  # (L, (9, 3, 3) derivatives)
@@ -176,9 +177,8 @@ class _CellMatrixFunctions:
         # ASE takes the logarithm of F for the forces and of c·F (c = number of atoms) for the
         # positions; log(c·F) = ln(c)·I + log(F) for a scalar c > 0.
         matrix = np.asarray(matrix, dtype=float)
-        for made, logarithm in ((self._last or (None, None)), (np.eye(3), np.zeros((3, 3)))):
-            if made is None:
-                continue
+        known = [(np.eye(3), np.zeros((3, 3)))] if self._last is None else [self._last, (np.eye(3), np.zeros((3, 3)))]
+        for made, logarithm in known:
             scale = np.trace(matrix) / np.trace(made)
             if scale > 0 and np.max(np.abs(matrix / scale - made)) <= self.SAME_MATRIX:
                 return logarithm + np.log(scale) * np.eye(3)

@@ -31,9 +31,9 @@ import time
 
 import numpy as np
 
+from app.engine.stability.formation import CHGNET_HULL_WEIGHT, weighted_formation
 from app.engine.training.datasets import is_validation
 from app.engine.training.element_references import as_candidate, read_mp_structures
-from app.engine.stability.formation import CHGNET_HULL_WEIGHT
 from app.engine.training.hull_builder import hull_from_rows, read_mp_formation_energies, reference_elements
 
 
@@ -67,6 +67,26 @@ def _small(rows: list, structures: dict, count: int, max_sites: int) -> list:
     return [r for r in rows if r[0] in structures and len(structures[r[0]]) <= max_sites][:count]
 
 
+def _routes(predictor, inputs: list, energies) -> dict:
+    """Formation energy (eV/atom, NaN where unknown) of ``inputs`` by every route, ``{route: (n,)}``;
+    ``energies`` are their CHGNet energies per atom."""
+    from app.engine.stability.formation import chgnet_formation_energy, mp2020_formation_energy
+
+    def uncorrected(structure, energy):
+        return chgnet_formation_energy(structure, energy, corrected=False)
+
+    predicted = predictor.predict(inputs)
+    cgcnn = [np.nan if isinstance(p, Exception) else p["formation_energy_per_atom"] for p in predicted]
+    out = {"cgcnn": np.array(cgcnn, dtype=float),
+           "chgnet": _corrected(chgnet_formation_energy, inputs, energies),
+           "chgnet_uncorrected": _corrected(uncorrected, inputs, energies),
+           "chgnet_mp2020": _corrected(mp2020_formation_energy, inputs, energies)}
+    out["mean"] = weighted_formation(out["cgcnn"], out["chgnet"])  # the product's default
+    out["equal_mean"] = weighted_formation(out["cgcnn"], out["chgnet"], 0.5)
+    out["mean_uncorrected"] = weighted_formation(out["cgcnn"], out["chgnet_uncorrected"], 0.5)
+    return out
+
+
 def _draw(rows: list, count: int, seed: int) -> list:
     """``3 × count`` rows drawn at random (room for the size filter), in draw order."""
     return random.Random(seed).sample(rows, min(3 * count, len(rows)))
@@ -96,7 +116,6 @@ def evaluate_hull(n_chgnet: int = 300, n_relax: int | None = None, seed: int = 0
         Largest crystal (sites per cell) drawn.
     """
     from app.engine.properties.predictor import PropertyPredictor
-    from app.engine.stability.formation import chgnet_formation_energy, mp2020_formation_energy
     from app.engine.stability.relax import chgnet_energies, relax_structures
 
     began, cpu_began = time.perf_counter(), time.process_time()
@@ -110,36 +129,21 @@ def evaluate_hull(n_chgnet: int = 300, n_relax: int | None = None, seed: int = 0
     mp_structures = [structures[r[0]] for r in held]
     predictor = PropertyPredictor(device=device)
 
-    def uncorrected(structure, energy):
-        return chgnet_formation_energy(structure, energy, corrected=False)
-
-    def routes(inputs: list, energies) -> dict:
-        predicted = predictor.predict(inputs)
-        cgcnn = [np.nan if isinstance(p, Exception) else p["formation_energy_per_atom"] for p in predicted]
-        out = {"cgcnn": np.array(cgcnn, dtype=float),
-               "chgnet": _corrected(chgnet_formation_energy, inputs, energies),
-               "chgnet_uncorrected": _corrected(uncorrected, inputs, energies),
-               "chgnet_mp2020": _corrected(mp2020_formation_energy, inputs, energies)}
-        # The product's default: CHGNet's share chosen by ``calibrate_hull_weight`` on other crystals.
-        out["mean"] = CHGNET_HULL_WEIGHT * out["chgnet"] + (1 - CHGNET_HULL_WEIGHT) * out["cgcnn"]
-        out["equal_mean"] = (out["cgcnn"] + out["chgnet"]) / 2
-        out["mean_uncorrected"] = (out["cgcnn"] + out["chgnet_uncorrected"]) / 2
-        return out
-
-    formation = {"mp_structures": routes(mp_structures, chgnet_energies(mp_structures, device=device))}
+    formation = {"mp_structures": _routes(predictor, mp_structures, chgnet_energies(mp_structures, device=device))}
     subset = list(range(len(held) if n_relax is None else min(n_relax, len(held))))
     candidates = [as_candidate(mp_structures[i], seed + i) for i in subset]
-    formation["strained_unrelaxed"] = routes(candidates, chgnet_energies(candidates, device=device))
+    formation["strained_unrelaxed"] = _routes(predictor, candidates, chgnet_energies(candidates, device=device))
     say("unrelaxed routes done; relaxing")
     relax_began = time.perf_counter()
     results = relax_structures(candidates, device=device)
     relax_seconds = time.perf_counter() - relax_began
     done = [k for k, r in enumerate(results) if r.error is None]
     relaxed = [results[k].structure for k in done]
-    relaxed_routes = routes(relaxed, [results[k].energy_per_atom for k in done])
+    relaxed_routes = _routes(predictor, relaxed, [results[k].energy_per_atom for k in done])
     formation["relaxed"] = {name: _spread(values, done, len(subset)) for name, values in relaxed_routes.items()}
 
-    report = {"held_out": len(held), "max_sites": max_sites, "chgnet_weight": CHGNET_HULL_WEIGHT, "hull_phases_without_held_out": len(hull),
+    report = {"held_out": len(held), "max_sites": max_sites, "chgnet_weight": CHGNET_HULL_WEIGHT,
+              "hull_phases_without_held_out": len(hull),
               "relaxed_count": len(done), "relax_failed": len(subset) - len(done),
               "relax_seconds": round(relax_seconds, 1),
               "relax_mean_steps": round(float(np.mean([r.steps for r in results])), 1) if results else None}
@@ -179,7 +183,6 @@ def calibrate_hull_weight(n_calibration: int = 300, n_evaluated: int = 300, seed
         ``{"weights": [{"w", "mae_eV_per_atom", "f1_stable", ...}], "best_weight", "calibration_crystals", ...}``.
     """
     from app.engine.properties.predictor import PropertyPredictor
-    from app.engine.stability.formation import chgnet_formation_energy
     from app.engine.stability.relax import relax_structures
 
     began = time.perf_counter()
@@ -193,14 +196,13 @@ def calibrate_hull_weight(n_calibration: int = 300, n_evaluated: int = 300, seed
     candidates = [as_candidate(structures[r[0]], seed + i) for i, r in enumerate(held)]
     results = relax_structures(candidates, device=device)
     done = [k for k, r in enumerate(results) if r.error is None]
-    relaxed = [results[k].structure for k in done]
-    predicted = PropertyPredictor(device=device).predict(relaxed)
-    cgcnn = np.array([np.nan if isinstance(p, Exception) else p["formation_energy_per_atom"] for p in predicted])
-    chgnet = _corrected(chgnet_formation_energy, relaxed, [results[k].energy_per_atom for k in done])
+    found = _routes(PropertyPredictor(device=device), [results[k].structure for k in done],
+                    [results[k].energy_per_atom for k in done])
     rows_done, truth_done = [held[k] for k in done], truth[done]
     table = []
     for w in np.round(np.arange(0.0, 1.0 + 1e-9, weight_step), 4):
-        scores = _scores(truth_done, _hull_array(hull, rows_done, w * chgnet + (1 - w) * cgcnn))
+        energies = weighted_formation(found["cgcnn"], found["chgnet"], w)
+        scores = _scores(truth_done, _hull_array(hull, rows_done, energies))
         table.append({"w": float(w), **scores})
     best = min(table, key=lambda row: row.get("mae_eV_per_atom", np.inf))
     return {"calibration_crystals": len(held), "relaxed": len(done), "excluded_evaluation_draw": len(evaluated),
