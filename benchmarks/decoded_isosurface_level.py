@@ -38,39 +38,32 @@ FRACTIONS = np.round(np.arange(0.02, 0.6001, 0.01), 2)
 def periodic_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """Connected components of a boolean ``(G, G, G)`` mask on the 3-torus (face connectivity).
 
-    ``scipy.ndimage.label`` has no periodic mode, so labels that meet across each pair of opposite
-    faces are merged with a union–find.
+    ``scipy.ndimage.label`` has no periodic mode: labels that meet across a pair of opposite faces
+    are joined with ``scipy.sparse.csgraph.connected_components`` (as the segmentation does).
 
     Returns
     -------
     labels : numpy.ndarray
-        ``(G, G, G)`` int, 0 outside the mask, else the component's smallest ``ndimage`` label.
+        ``(G, G, G)`` int, 0 outside the mask, else the periodic component's index (from 1).
     count : int
         Number of components.
     """
     from scipy import ndimage
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
     labels, count = ndimage.label(mask)
     if count == 0:
         return labels, 0
-    parent = np.arange(count + 1)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    pairs = []
     for axis in range(3):
-        first = np.take(labels, 0, axis=axis).ravel()
-        last = np.take(labels, -1, axis=axis).ravel()
+        first, last = np.take(labels, 0, axis=axis).ravel(), np.take(labels, -1, axis=axis).ravel()
         both = (first > 0) & (last > 0)
-        for a, b in set(zip(first[both].tolist(), last[both].tolist())):
-            ra, rb = root(a), root(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([root(i) for i in range(count + 1)])
-    return roots[labels], len(set(roots[1:].tolist()))
+        pairs.append(np.stack([first[both], last[both]], axis=1))
+    pairs = np.concatenate(pairs)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0] - 1, pairs[:, 1] - 1)), shape=(count, count))
+    n_components, component = connected_components(graph, directed=False)
+    return np.concatenate([[0], component + 1])[labels], int(n_components)
 
 
 def periodic_component_count(mask: np.ndarray) -> int:
